@@ -1,0 +1,49 @@
+# The two commands: `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create (and reuse) the virtual environment in .venv and install what they need.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: setup demo test lint bench system-deps clean stop
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+setup: $(STAMP)
+
+system-deps:
+	bash scripts/system-deps.sh
+
+demo: setup
+	$(BIN)/conveyor demo
+
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check shared services tests benchmarks
+	$(BIN)/ruff format --check shared services tests benchmarks
+	$(BIN)/mypy shared services
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/queue_throughput.py
+	$(BIN)/python benchmarks/archive_index.py
+	$(BIN)/python benchmarks/geomedian_job.py
+	$(BIN)/python benchmarks/ard_scene.py
+	$(BIN)/python benchmarks/autoscaler_traces.py
+
+stop: setup
+	$(BIN)/conveyor stop --state-dir .conveyor
+
+clean: stop
+	rm -rf .conveyor demo-output

@@ -1,0 +1,35 @@
+"""From a validated request to the jobs it needs: pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shared.jobs import Job, product_job, scene_job, split_periods
+from shared.messages import ProductRequest, Request, SceneRequest
+from shared.tiling import tile_areas
+
+RequestCheck = Callable[[ProductRequest], None]
+
+
+def plan_jobs(
+    request: Request,
+    *,
+    tile_size: float | None,
+    tile_size_pixels: int,
+    check: RequestCheck | None = None,
+) -> list[Job]:
+    """Tile jobs for a product request (tiles x periods), or the one job of a scene request.
+
+    `check` raises `InvalidRequest` when no product plugin can serve the request.
+    """
+    if isinstance(request, SceneRequest):
+        return [scene_job(request)]
+    if check is not None:
+        check(request)
+    resolution = request.output_resolution
+    size = tile_size if tile_size is not None else tile_size_pixels * resolution
+    areas = tile_areas(
+        request.area_bounds, request.area_crs, request.output_crs, resolution, size
+    )
+    periods = split_periods(request.time_from, request.time_to, request.time_step)
+    return [product_job(request, area, period) for area in areas for period in periods]

@@ -1,0 +1,181 @@
+"""Jobs as they travel on the jobs streams: one tile and period of a product, or one scene."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+from datetime import date, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.messages import TIME_STEP, ProductRequest, SceneRequest
+
+JOB_FIELD = "job"
+
+
+class TileArea(BaseModel):
+    """A tile of the output grid clipped to the request, snapped to whole pixels."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tile: str = Field(description="Grid index, e.g. x22y36")
+    crs: str
+    resolution: float
+    left: float
+    bottom: float
+    right: float
+    top: float
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.left, self.bottom, self.right, self.top)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
+        return (
+            round((self.top - self.bottom) / self.resolution),
+            round((self.right - self.left) / self.resolution),
+        )
+
+
+class Period(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: date
+    end: date
+
+    @property
+    def label(self) -> str:
+        """odc-stats style: `2019--P1Y`, `2019-03--P1M`, else `2019-01-05--2019-02-20`."""
+        last_day = calendar.monthrange(self.end.year, self.end.month)[1]
+        if (self.start.month, self.start.day, self.end.month, self.end.day) == (1, 1, 12, 31):
+            years = self.end.year - self.start.year + 1
+            return f"{self.start.year}--P{years}Y"
+        if self.start.day == 1 and self.end.day == last_day:
+            months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
+            return f"{self.start:%Y-%m}--P{months}M"
+        return f"{self.start.isoformat()}--{self.end.isoformat()}"
+
+
+class ProductJob(BaseModel):
+    """A product for one tile and one period; its id is a hash of everything that shapes the output."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["product"] = "product"
+    job_id: str
+    request_id: str
+    job_code: str
+    product: str
+    area: TileArea
+    period: Period
+    prefix: str
+    bucket: str
+    naming: Literal["odc", "legacy"] | None = None
+    epsg4326_naming: bool = False
+    cogeo_output: bool = True
+    dask_chunks: dict[str, int] = Field(default_factory=dict)
+    options: dict[str, str] = Field(default_factory=dict)
+    request_bounds: tuple[float, float, float, float]
+    request_crs: str
+
+    @property
+    def pool(self) -> str:
+        return "product"
+
+
+class SceneJob(BaseModel):
+    """One scene to turn into analysis-ready data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["scene"] = "scene"
+    job_id: str
+    request_id: str
+    scene: SceneRequest
+
+    @property
+    def pool(self) -> str:
+        return "ard"
+
+
+Job = ProductJob | SceneJob
+
+
+def encode_job(job: Job) -> dict[str, str]:
+    return {JOB_FIELD: job.model_dump_json()}
+
+
+def decode_job(fields: dict[str, str]) -> Job:
+    data = json.loads(fields[JOB_FIELD])
+    if data.get("kind") == "scene":
+        return SceneJob.model_validate(data)
+    return ProductJob.model_validate(data)
+
+
+def stable_hash(*parts: object) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def split_periods(time_from: date, time_to: date, time_step: str | None) -> list[Period]:
+    """The request's period, or consecutive periods of `time_step` (e.g. 1Y, 6M, 16D)."""
+    if time_step is None:
+        return [Period(start=time_from, end=time_to)]
+    match = TIME_STEP.match(time_step)
+    if match is None:
+        raise ValueError(f"{time_step!r} is not a time step")
+    count, unit = int(match.group("count")), match.group("unit")
+    periods: list[Period] = []
+    start = time_from
+    while start <= time_to:
+        following = _advance(start, count, unit)
+        end = min(following - timedelta(days=1), time_to)
+        periods.append(Period(start=start, end=end))
+        start = following
+    return periods
+
+
+def _advance(day: date, count: int, unit: str) -> date:
+    if unit == "D":
+        return day + timedelta(days=count)
+    if unit == "W":
+        return day + timedelta(weeks=count)
+    months = count * 12 if unit == "Y" else count
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def scene_job(request: SceneRequest) -> SceneJob:
+    # The same scene pushed again under another request is caught by its committed output.
+    job_id = stable_hash("scene", request.request_id)
+    return SceneJob(job_id=job_id, request_id=request.request_id, scene=request)
+
+
+def product_job(request: ProductRequest, area: TileArea, period: Period) -> ProductJob:
+    naming_inputs = (request.naming, request.epsg4326_naming, request.bucket, request.prefix)
+    job_id = stable_hash(
+        "product", request.request_id, request.job_code, request.product, area.model_dump(), period.model_dump(),
+        sorted(request.product_options().items()), naming_inputs,
+    )  # fmt: skip
+    return ProductJob(
+        job_id=job_id,
+        request_id=request.request_id,
+        job_code=request.job_code,
+        product=request.product,
+        area=area,
+        period=period,
+        prefix=request.prefix,
+        bucket=request.bucket,
+        naming=request.naming,
+        epsg4326_naming=request.epsg4326_naming,
+        cogeo_output=request.cogeo_output,
+        dask_chunks=request.dask_chunks(),
+        options=request.product_options(),
+        request_bounds=request.area_bounds,
+        request_crs=request.area_crs,
+    )

@@ -1,0 +1,54 @@
+"""Key names under the namespace: the one place that spells them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POOLS: tuple[str, ...] = ("product", "ard")
+DISPATCHER_GROUP = "dispatcher"
+WORKER_GROUP = "workers"
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = "conveyor"
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}:events"
+
+    def jobs(self, pool: str) -> str:
+        return f"{self.namespace}:jobs:{pool}"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.namespace}:dead"
+
+    @property
+    def results(self) -> str:
+        return f"{self.namespace}:results"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.namespace}:request:{request_id}"
+
+    def request_jobs(self, request_id: str) -> str:
+        return f"{self.namespace}:request:{request_id}:jobs"
+
+    def dispatched(self, request_id: str) -> str:
+        """Idempotency key: present once a request's jobs are in their stream."""
+        return f"{self.namespace}:dispatched:{request_id}"
+
+    @property
+    def job_index(self) -> str:
+        """Sorted set of job ids by last update time, for `conveyor status`."""
+        return f"{self.namespace}:jobs:index"
+
+    def last_errors(self, stream: str) -> str:
+        """Hash entry id -> last error of entries that failed and wait for a retry."""
+        return f"{stream}:errors"
+
+    def leader(self, role: str) -> str:
+        return f"{self.namespace}:{role}:leader"

@@ -1,0 +1,7 @@
+"""Real servers for the test suite: Valkey, PostgreSQL and S3 (moto's server), started by the project."""
+
+pytest_plugins = [
+    "tests.fixtures.queue",
+    "tests.fixtures.postgres",
+    "tests.fixtures.s3",
+]
