@@ -211,15 +211,16 @@ class ProductRequest(_Request):
                 "no area: give query_x_from/query_x_to/query_y_from/query_y_to with query_crs, "
                 "or latitude_from/latitude_to/longitude_from/longitude_to"
             )
+        if (self.tide_range_from is None) != (self.tide_range_to is None):
+            raise ValueError("give both tide_range_from and tide_range_to, or neither")
         for low, high in self._ranges():
-            if getattr(self, low) is not None and getattr(self, low) >= getattr(self, high):
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and low_value >= high_value:
                 raise ValueError(
                     f"{low} {getattr(self, low)} must be less than {high} {getattr(self, high)}"
                 )
         if self.time_from > self.time_to:
             raise ValueError(f"time_from {self.time_from} is after time_to {self.time_to}")
-        if (self.tide_range_from is None) != (self.tide_range_to is None):
-            raise ValueError("give both tide_range_from and tide_range_to, or neither")
         return self
 
     @staticmethod

@@ -1,0 +1,223 @@
+"""Work items: the original ones accepted as they are, anything else rejected with a usable reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.errors import InvalidRequest
+from shared.jobs import split_periods
+from shared.messages import (
+    ProductRequest,
+    SceneRequest,
+    decode_fields,
+    parse_request,
+)
+from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
+
+SEED = json.loads(SEED_PRODUCT_ITEM)
+REQUIRED_PRODUCT_FIELDS = ("job_code", "product", "time_from", "time_to", "output_crs", "prefix")
+NUMERIC_FIELDS = ("query_x_from", "query_y_from", "query_x_to", "query_y_to")
+
+
+def parse(body: dict[str, Any]) -> ProductRequest | SceneRequest:
+    return parse_request(body)[0]
+
+
+def test_the_original_product_item_is_accepted_with_numbers_as_strings() -> None:
+    request = parse(SEED)
+    assert isinstance(request, ProductRequest)
+    assert request.area_bounds == (2130000.0, 3499700.0, 2233300.0, 3600300.0)
+    assert request.area_crs == "EPSG:3460"
+    assert (request.time_from, request.time_to) == (date(2019, 1, 1), date(2019, 12, 31))
+    assert request.bucket == "public-eo-data"
+    assert request.output_resolution == 30.0
+
+
+def test_the_lat_lon_form_is_accepted_in_place_of_the_projected_box() -> None:
+    request = parse(json.loads(SEED_LATLON_ITEM))
+    assert isinstance(request, ProductRequest)
+    assert request.area_crs == "EPSG:4326"
+    assert request.area_bounds == (-179.995, -21.5155, -178.9984, -20.597)
+
+
+def test_the_original_scene_item_and_its_optional_fields_are_accepted() -> None:
+    request = parse(json.loads(SEED_SCENE_ITEM))
+    assert isinstance(request, SceneRequest)
+    assert (request.s3_bucket, request.s3_dir, request.prodlevel) == (
+        "public-eo-data", "fiji/Sentinel_2_test/", "L2A",
+    )  # fmt: skip
+    assert request.scene_level == "L2A"
+    full = json.loads(SEED_SCENE_ITEM) | {
+        "s3_bucket": "my-bucket", "s3_dir": "out/", "prodlevel": "l2a", "source": "esa_scihub",
+    }  # fmt: skip
+    assert parse(full).prodlevel == "L2A"  # type: ignore[union-attr]
+
+
+def test_the_original_optional_fields_are_accepted_with_their_meaning() -> None:
+    request = parse(
+        SEED
+        | {
+            "job_code": "shoreline",
+            "bucket": "other-bucket",
+            "epsg4326_naming": "True",
+            "cogeo_output": "False",
+            "dask_chunk_size": "1000",
+            "dask_time_chunk_size": "1",
+            "dask_x_chunk_size": "512",
+            "time_step": "1Y",
+            "tide_range_from": "-0.5",
+            "tide_range_to": "1.25",
+        }
+    )
+    assert isinstance(request, ProductRequest)
+    assert request.bucket == "other-bucket"
+    assert request.epsg4326_naming is True and request.cogeo_output is False
+    assert request.dask_chunks() == {"time": 1, "x": 512, "y": 1000}
+    assert request.product_options() == {
+        "time_step": "1Y", "tide_range_from": "-0.5", "tide_range_to": "1.25",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"time_from": "2019-13-01"}, "time_from: '2019-13-01' is not a date (expected YYYY-MM-DD)"),
+        ({"query_x_from": "21300OO.0"}, "query_x_from: '21300OO.0' is not a number"),
+        ({"product": "ls9_sr"}, "'ls9_sr' is not a known product (expected one of ls5_usgs_sr_scene"),
+        ({"query_crs": "EPSG:0"}, "query_crs: 'EPSG:0' is not a known CRS"),
+        ({"colour": "red"}, "unknown field 'colour'"),
+        ({"time_from": "2020-01-01"}, "time_from 2020-01-01 is after time_to 2019-12-31"),
+        ({"query_x_to": "2000000"}, "query_x_from 2130000.0 must be less than query_x_to 2000000.0"),
+        ({"latitude_from": "-21"}, "either as query_x_from"),
+        ({"time_step": "yearly"}, "'yearly' is not a time step (expected e.g. 1Y"),
+        ({"prefix": "../etc"}, "is not a relative output path"),
+        ({"tide_range_from": "1"}, "give both tide_range_from and tide_range_to"),
+        ({"epsg4326_naming": "maybe"}, "epsg4326_naming: 'maybe' is not true or false"),
+    ],
+)
+def test_rejections_name_the_field_and_what_was_expected(change: dict[str, str], expected: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse(SEED | change)
+    assert expected in str(raised.value)
+
+
+def test_a_missing_field_is_named() -> None:
+    body = {k: v for k, v in SEED.items() if k != "time_to"}
+    with pytest.raises(InvalidRequest, match="field 'time_to' is required"):
+        parse(body)
+
+
+def test_an_item_that_is_neither_kind_says_what_it_expected() -> None:
+    with pytest.raises(InvalidRequest, match="neither job_code .* nor in_scene"):
+        parse({"product": "ls8_usgs_sr_scene"})
+
+
+def test_unknown_fields_can_be_ignored_as_the_original_did() -> None:
+    request, ignored = parse_request(SEED | {"colour": "red"}, strict_fields=False)
+    assert ignored == ["colour"] and isinstance(request, ProductRequest)
+
+
+def test_flat_fields_and_a_json_payload_decode_to_the_same_request() -> None:
+    from_json = parse(decode_fields({"payload": SEED_PRODUCT_ITEM, "_source": "jobProduct"}))
+    from_flat = parse(decode_fields(SEED | {"_source": "stream"}))
+    assert from_json.request_id == from_flat.request_id
+
+
+def test_shoreline_time_steps_split_the_period() -> None:
+    periods = split_periods(date(2015, 1, 1), date(2019, 12, 31), "1Y")
+    assert [period.label for period in periods] == [f"{y}--P1Y" for y in range(2015, 2020)]
+    halves = split_periods(date(2019, 1, 1), date(2019, 12, 31), "6M")
+    assert [(p.start, p.end) for p in halves] == [
+        (date(2019, 1, 1), date(2019, 6, 30)), (date(2019, 7, 1), date(2019, 12, 31)),
+    ]  # fmt: skip
+
+
+# -- properties -------------------------------------------------------------------------------
+
+spelled_numbers = st.sampled_from([str, float, lambda v: f"{float(v):.3f}", lambda v: f" {v} "])
+
+
+@given(spell=spelled_numbers)
+def test_numbers_spelled_as_strings_or_numbers_give_the_same_request_id(spell: Any) -> None:
+    respelled = SEED | {name: spell(float(SEED[name])) for name in NUMERIC_FIELDS}
+    assert parse(respelled).request_id == parse(SEED).request_id
+
+
+@given(
+    x_from=st.floats(-1e7, 1e7, allow_nan=False),
+    width=st.floats(1, 1e6, allow_nan=False),
+    y_from=st.floats(-1e7, 1e7, allow_nan=False),
+    height=st.floats(1, 1e6, allow_nan=False),
+)
+def test_any_ordered_box_is_accepted_and_kept_exactly(
+    x_from: float, width: float, y_from: float, height: float
+) -> None:
+    x_to, y_to = x_from + width, y_from + height
+    if not (x_from < x_to and y_from < y_to):
+        return
+    body = SEED | {
+        "query_x_from": repr(x_from), "query_x_to": repr(x_to),
+        "query_y_from": repr(y_from), "query_y_to": repr(y_to),
+    }  # fmt: skip
+    assert parse(body).area_bounds == (x_from, y_from, x_to, y_to)  # type: ignore[union-attr]
+
+
+def _not_a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _not_a_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        return True
+    return False
+
+
+KNOWN = set(ProductRequest.model_fields) | set(SceneRequest.model_fields)
+
+
+@st.composite
+def malformed_items(draw: st.DrawFn) -> dict[str, Any]:
+    """A work item that is invalid in exactly one way a person could make."""
+    base = dict(SEED)
+    mutation = draw(st.integers(0, 6))
+    if mutation == 0:
+        del base[draw(st.sampled_from(REQUIRED_PRODUCT_FIELDS))]
+    elif mutation == 1:
+        base[draw(st.sampled_from(NUMERIC_FIELDS))] = draw(st.text(max_size=12).filter(_not_a_number))
+    elif mutation == 2:
+        base[draw(st.sampled_from(("time_from", "time_to")))] = draw(
+            st.text(max_size=12).filter(_not_a_date)
+        )
+    elif mutation == 3:
+        # A leading underscore marks envelope metadata, so an unknown field starts with a letter.
+        name = draw(st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True).filter(
+            lambda n: n not in KNOWN
+        ))  # fmt: skip
+        base[name] = draw(st.text(max_size=8))
+    elif mutation == 4:
+        base["product"] = draw(st.text(max_size=20).filter(lambda p: not p.endswith("_scene")))
+    elif mutation == 5:
+        base = {"in_scene": draw(st.text(max_size=40)), "inter_dir": "/tmp/x"}
+    else:
+        base["query_x_to"] = str(float(base["query_x_from"]) - draw(st.floats(0, 1e5)))
+    return base
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(item=malformed_items())
+def test_every_malformed_item_is_rejected_with_a_reason(item: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse(item)
+    assert len(str(raised.value)) > 10
