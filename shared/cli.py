@@ -80,7 +80,10 @@ def _parse_flags(pairs: Iterable[str]) -> dict[str, str]:
 def submit(
     items: Annotated[list[str] | None, typer.Argument(help="Work items as JSON objects.")] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="A file of JSON work items, one per line ('-' for stdin).")
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="A file of JSON work items, one per line ('-' for stdin)."
+        ),
     ] = None,
     field: Annotated[
         list[str] | None, typer.Option("--field", "-F", help="One work item as name=value flags.")
@@ -201,7 +204,9 @@ def status(
     legacy = ", ".join(f"{name} {count}" for name, count in report["legacy_lists"].items())
     console.print(f"legacy lists: {legacy}")
     console.print(f"dead letters: {report['dead_letters']}   results: {report['results']}")
-    states = ", ".join(f"{state} {count}" for state, count in sorted(report["jobs_by_state"].items()))
+    states = ", ".join(
+        f"{state} {count}" for state, count in sorted(report["jobs_by_state"].items())
+    )
     console.print(f"jobs: {states or 'none'}")
     if report["recent_jobs"]:
         recent = Table(title="recent jobs")
@@ -246,7 +251,9 @@ def dead_list(
     for column in ("id", "reason", "stream", "attempts", "error"):
         table.add_column(column, overflow="fold")
     for entry in entries:
-        table.add_row(entry["id"], entry["reason"], entry["stream"], entry["attempts"], entry["error"])
+        table.add_row(
+            entry["id"], entry["reason"], entry["stream"], entry["attempts"], entry["error"]
+        )
     console.print(table)
 
 
@@ -258,7 +265,9 @@ async def _dead_entries(settings: QueueSettings, limit: int) -> list[dict[str, s
 
 @dead_app.command("replay")
 def dead_replay(
-    entry_ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids to replay.")] = None,
+    entry_ids: Annotated[
+        list[str] | None, typer.Argument(help="Dead-letter ids to replay.")
+    ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
     """Put dead letters back on the stream they came from (after fixing their cause)."""
@@ -320,9 +329,9 @@ def demo(
 
 @app.command()
 def stop(
-    state_dir: Annotated[Path, typer.Option(help="State directory of the embedded servers.")] = Path(
-        ".conveyor"
-    ),
+    state_dir: Annotated[
+        Path, typer.Option(help="State directory of the embedded servers.")
+    ] = Path(".conveyor"),
 ) -> None:
     """Stop embedded servers left running under the state directory."""
     from shared.embedded import stop_embedded_servers
@@ -333,6 +342,7 @@ def stop(
 
 def _mount_optional_apps() -> None:
     from services.autoscaler.cli import autoscaler_app
+
     from shared.archive.cli import archive_app
 
     app.add_typer(archive_app, name="archive")

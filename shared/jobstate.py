@@ -141,7 +141,9 @@ class JobStates:
             "error": error,
             **(extra or {}),
         }
-        result = json.dumps({"request_id": job.request_id, "outputs": list(outputs), "error": error})
+        result = json.dumps(
+            {"request_id": job.request_id, "outputs": list(outputs), "error": error}
+        )
         await self._finish(
             keys=[
                 self.keys.job(job.job_id),

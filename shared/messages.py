@@ -154,7 +154,9 @@ class ProductRequest(_Request):
     @classmethod
     def _known_product(cls, value: str) -> str:
         if value not in KNOWN_PRODUCTS:
-            raise ValueError(f"{value!r} is not a known product (expected one of {', '.join(KNOWN_PRODUCTS)})")
+            raise ValueError(
+                f"{value!r} is not a known product (expected one of {', '.join(KNOWN_PRODUCTS)})"
+            )
         return value
 
     @field_validator("query_crs", "output_crs")
@@ -193,7 +195,13 @@ class ProductRequest(_Request):
         if has_projected:
             missing = [
                 name
-                for name in ("query_x_from", "query_y_from", "query_x_to", "query_y_to", "query_crs")
+                for name in (
+                    "query_x_from",
+                    "query_y_from",
+                    "query_x_to",
+                    "query_y_to",
+                    "query_crs",
+                )
                 if getattr(self, name) is None
             ]
             if missing:
@@ -346,7 +354,9 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
     return dict(body)
 
 
-def parse_request(body: Mapping[str, Any], *, strict_fields: bool = True) -> tuple[Request, list[str]]:
+def parse_request(
+    body: Mapping[str, Any], *, strict_fields: bool = True
+) -> tuple[Request, list[str]]:
     """Validate a work item. Returns the request and the unknown fields ignored (non-strict mode)."""
     if "in_scene" in body:
         model: type[ProductRequest] | type[SceneRequest] = SceneRequest

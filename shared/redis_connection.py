@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 import structlog

@@ -266,6 +266,14 @@ class ConsumerGroup:
         )
         await pipe.execute()
 
+    async def hand_back(self, entry_ids: Sequence[str]) -> None:
+        """Make entries this consumer holds reclaimable at once (a draining worker's leftovers)."""
+        if entry_ids:
+            await self.redis.xclaim(
+                self.stream, self.group, self.consumer, 0, list(entry_ids),
+                idle=self.lease_ms, justid=True,
+            )  # fmt: skip
+
     async def dead_letter(self, delivery: Delivery, *, reason: str, error: str) -> None:
         """Move the entry to the dead-letter stream with why, and acknowledge it, atomically."""
         record = dead_letter_fields(

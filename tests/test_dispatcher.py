@@ -46,7 +46,9 @@ async def jobs_in(redis: aioredis.Redis, stream: str) -> list[ProductJob | Scene
     return [decode_job(fields) for _id, fields in await redis.xrange(stream)]
 
 
-def dispatcher(redis: aioredis.Redis, redis_url: str, namespace: str, **settings: object) -> Dispatcher:
+def dispatcher(
+    redis: aioredis.Redis, redis_url: str, namespace: str, **settings: object
+) -> Dispatcher:
     return Dispatcher(
         redis,
         DispatcherSettings(redis_url=redis_url, namespace=namespace, block_ms=50, **settings),  # type: ignore[arg-type]
@@ -305,7 +307,9 @@ async def test_a_configured_password_never_appears_in_logs_or_metrics(
 
     secret = "s3cret-Pa55word-xyz"
     admin = aioredis.Redis.from_url(restartable_valkey.url, decode_responses=True)
-    await admin.execute_command("ACL", "SETUSER", "conveyor", "on", f">{secret}", "~*", "&*", "+@all")
+    await admin.execute_command(
+        "ACL", "SETUSER", "conveyor", "on", f">{secret}", "~*", "&*", "+@all"
+    )
     url = f"redis://conveyor:{secret}@127.0.0.1:{restartable_valkey.port}/0"
     env = service_env(url, namespace, **FAST)
     with running_service("services.dispatcher", env, tmp_path / "d.log") as service:
@@ -318,9 +322,11 @@ async def test_a_configured_password_never_appears_in_logs_or_metrics(
         restartable_valkey.stop()  # connection errors are logged: they must not carry the URL
         await asyncio.sleep(1.5)
         restartable_valkey.start()
-        metrics = urllib.request.urlopen(
-            f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5
-        ).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
         assert service.terminate() == 0
         output = service.output
     assert "dispatched" in output

@@ -87,13 +87,22 @@ def test_the_original_optional_fields_are_accepted_with_their_meaning() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"time_from": "2019-13-01"}, "time_from: '2019-13-01' is not a date (expected YYYY-MM-DD)"),
+        (
+            {"time_from": "2019-13-01"},
+            "time_from: '2019-13-01' is not a date (expected YYYY-MM-DD)",
+        ),
         ({"query_x_from": "21300OO.0"}, "query_x_from: '21300OO.0' is not a number"),
-        ({"product": "ls9_sr"}, "'ls9_sr' is not a known product (expected one of ls5_usgs_sr_scene"),
+        (
+            {"product": "ls9_sr"},
+            "'ls9_sr' is not a known product (expected one of ls5_usgs_sr_scene",
+        ),
         ({"query_crs": "EPSG:0"}, "query_crs: 'EPSG:0' is not a known CRS"),
         ({"colour": "red"}, "unknown field 'colour'"),
         ({"time_from": "2020-01-01"}, "time_from 2020-01-01 is after time_to 2019-12-31"),
-        ({"query_x_to": "2000000"}, "query_x_from 2130000.0 must be less than query_x_to 2000000.0"),
+        (
+            {"query_x_to": "2000000"},
+            "query_x_from 2130000.0 must be less than query_x_to 2000000.0",
+        ),
         ({"latitude_from": "-21"}, "either as query_x_from"),
         ({"time_step": "yearly"}, "'yearly' is not a time step (expected e.g. 1Y"),
         ({"prefix": "../etc"}, "is not a relative output path"),
@@ -101,7 +110,9 @@ def test_the_original_optional_fields_are_accepted_with_their_meaning() -> None:
         ({"epsg4326_naming": "maybe"}, "epsg4326_naming: 'maybe' is not true or false"),
     ],
 )
-def test_rejections_name_the_field_and_what_was_expected(change: dict[str, str], expected: str) -> None:
+def test_rejections_name_the_field_and_what_was_expected(
+    change: dict[str, str], expected: str
+) -> None:
     with pytest.raises(InvalidRequest) as raised:
         parse(SEED | change)
     assert expected in str(raised.value)
@@ -195,7 +206,9 @@ def malformed_items(draw: st.DrawFn) -> dict[str, Any]:
     if mutation == 0:
         del base[draw(st.sampled_from(REQUIRED_PRODUCT_FIELDS))]
     elif mutation == 1:
-        base[draw(st.sampled_from(NUMERIC_FIELDS))] = draw(st.text(max_size=12).filter(_not_a_number))
+        base[draw(st.sampled_from(NUMERIC_FIELDS))] = draw(
+            st.text(max_size=12).filter(_not_a_number)
+        )
     elif mutation == 2:
         base[draw(st.sampled_from(("time_from", "time_to")))] = draw(
             st.text(max_size=12).filter(_not_a_date)

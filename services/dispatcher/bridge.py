@@ -47,9 +47,7 @@ class LegacyBridge:
         moved = 0
         for name in self.lists:
             count = int(
-                await self._move(
-                    keys=[name, self.events_stream], args=[self.batch_size, name]
-                )
+                await self._move(keys=[name, self.events_stream], args=[self.batch_size, name])
             )
             if count:
                 log.info("bridged legacy items", list=name, items=count)

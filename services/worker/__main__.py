@@ -1,0 +1,111 @@
+"""`python -m services.worker`: run worker processes for one pool until SIGTERM.
+
+With `--processes N` (as the original ARD pods ran several workers per pod) this process
+supervises N worker processes, each its own consumer with its own /metrics port
+(`metrics_port + i`), forwards SIGTERM to them so they drain, and exits when they all have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import typer
+
+from services.worker.settings import WorkerSettings
+from shared.logging import configure_logging
+from shared.redis_connection import open_queue
+
+
+def build_runners(settings: WorkerSettings) -> dict[str, Any]:
+    for module in settings.plugin_modules:
+        importlib.import_module(module)
+    if settings.pool == "ard":
+        from services.worker.ard.runner import SceneRunner
+
+        return {"scene": SceneRunner(settings)}
+    from services.worker.product_runner import ProductRunner
+
+    return {"product": ProductRunner(settings)}
+
+
+async def serve(settings: WorkerSettings) -> None:
+    from services.worker.service import Worker
+
+    runners = build_runners(settings)
+    async with open_queue(settings) as redis:
+        worker = Worker(redis, settings, runners)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        try:
+            await worker.run()
+        finally:
+            for runner in runners.values():
+                close = getattr(runner, "close", None)
+                if close is not None:
+                    await close()
+
+
+def supervise(settings: WorkerSettings) -> int:
+    """Run `settings.processes` single-process workers and relay signals to them."""
+    from shared.redis_connection import queue_url
+
+    base_name = settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+    # One queue for all children: start the embedded server here when none is configured.
+    url, started_server = queue_url(settings)
+    children = []
+    for index in range(settings.processes):
+        env = dict(os.environ)
+        env.update(
+            CONVEYOR_PROCESSES="1",
+            CONVEYOR_POOL=settings.pool,
+            CONVEYOR_CONCURRENCY=str(settings.concurrency),
+            CONVEYOR_CONSUMER_NAME=f"{base_name}-{index}",
+            CONVEYOR_METRICS_PORT=str(settings.metrics_port + index),
+            CONVEYOR_REDIS_URL=url,
+        )
+        children.append(subprocess.Popen([sys.executable, "-m", "services.worker"], env=env))
+
+    def relay(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    codes = [child.wait() for child in children]
+    if started_server is not None:
+        started_server.stop()
+    return max(codes, default=0)
+
+
+def main(
+    pool: str | None = typer.Option(None, help="Pool to serve: product or ard."),
+    concurrency: int | None = typer.Option(None, help="Jobs at once per process."),
+    processes: int | None = typer.Option(None, help="Worker processes in this pod."),
+    metrics_port: int | None = typer.Option(None, help="Port of /metrics (default 9102)."),
+    consumer: str | None = typer.Option(None, help="Consumer name (default hostname-pid)."),
+) -> None:
+    given = {
+        "pool": pool,
+        "concurrency": concurrency,
+        "processes": processes,
+        "metrics_port": metrics_port,
+        "consumer_name": consumer,
+    }
+    settings = WorkerSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.processes > 1:
+        raise typer.Exit(supervise(settings))
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    typer.run(main)
