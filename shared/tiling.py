@@ -72,6 +72,22 @@ def tile_areas(
     return areas
 
 
+def whole_area(
+    bounds: tuple[float, float, float, float], area_crs: str, output_crs: str, resolution: float
+) -> TileArea:
+    """The whole request as one area snapped to the pixel grid, as the original worker made it."""
+    wanted = request_bounds_in(bounds, area_crs, output_crs)
+    return TileArea(
+        tile="whole",
+        crs=str(CRS(output_crs)),
+        resolution=resolution,
+        left=_floor_to(wanted.left, resolution),
+        bottom=_floor_to(wanted.bottom, resolution),
+        right=_ceil_to(wanted.right, resolution),
+        top=_ceil_to(wanted.top, resolution),
+    )
+
+
 def _floor_to(value: float, step: float) -> float:
     return (value // step) * step
 

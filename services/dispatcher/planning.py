@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from shared.jobs import Job, product_job, scene_job, split_periods
 from shared.messages import ProductRequest, Request, SceneRequest
-from shared.tiling import tile_areas
+from shared.tiling import tile_areas, whole_area
 
 RequestCheck = Callable[[ProductRequest], None]
 
@@ -19,6 +19,8 @@ def plan_jobs(
     check: RequestCheck | None = None,
 ) -> list[Job]:
     """Tile jobs for a product request (tiles x periods), or the one job of a scene request.
+
+    A request with `naming: legacy` is one job over its whole box, as the original made it.
 
     `check` raises `InvalidRequest` when no product plugin can serve the request.
     """
