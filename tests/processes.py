@@ -104,3 +104,21 @@ async def pending_entries(redis: object, stream: str, group: str) -> int | None:
     except ResponseError:
         return None
     return int(summary["pending"])
+
+
+async def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
+    """Until the service answers on /healthz (its signal handlers are installed by then)."""
+    import urllib.error
+    import urllib.request
+
+    async def answers() -> bool:
+        if service.process.poll() is not None:
+            raise AssertionError(f"the service exited early:\n{service.output[-3000:]}")
+        try:
+            url = f"http://127.0.0.1:{service.metrics_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    await wait_until(answers, timeout=timeout, interval=0.1)

@@ -17,7 +17,13 @@ from shared.embedded import EmbeddedValkey
 from shared.jobs import ProductJob, SceneJob, decode_job
 from shared.keys import Keys
 from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
-from tests.processes import pending_entries, running_service, service_env, wait_until
+from tests.processes import (
+    pending_entries,
+    running_service,
+    service_env,
+    wait_ready,
+    wait_until,
+)
 
 FAST = {"CONVEYOR_BLOCK_MS": "100", "CONVEYOR_LEASE_SECONDS": "2"}
 
@@ -344,6 +350,6 @@ async def test_dispatcher_stops_cleanly_on_signal(
 
     env = service_env(redis_url, namespace, **FAST)
     with running_service("services.dispatcher", env, tmp_path / "d.log") as service:
-        await asyncio.sleep(1.5)
+        await wait_ready(service)
         service.process.send_signal(getattr(signal, signal_name))
         assert service.process.wait(20) == 0
