@@ -353,3 +353,18 @@ async def test_dispatcher_stops_cleanly_on_signal(
         await wait_ready(service)
         service.process.send_signal(getattr(signal, signal_name))
         assert service.process.wait(20) == 0
+
+
+async def test_a_job_code_no_product_serves_is_dead_lettered_naming_the_known_codes(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    settings = DispatcherSettings(redis_url=redis_url, namespace=namespace, block_ms=50)
+    service = Dispatcher(redis_client, settings)  # with the worker's product registry
+    unknown = json.loads(SEED_PRODUCT_ITEM) | {"job_code": "mosaic"}
+    await redis_client.rpush("jobProduct", json.dumps(unknown), small_item(7))
+    await drain(service)
+    [(_id, dead)] = await redis_client.xrange(keys.dead)
+    assert "no product is registered for job_code 'mosaic'" in dead["error"]
+    assert "geomedian" in dead["error"]
+    assert await redis_client.xlen(keys.jobs("product")) == 1

@@ -25,7 +25,7 @@ from shared.errors import InvalidRequest
 from shared.jobs import encode_job
 from shared.jobstate import queued_commands
 from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
-from shared.messages import decode_fields, parse_request
+from shared.messages import ProductRequest, decode_fields, parse_request
 from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter, serve_metrics
 from shared.redis_connection import TRANSIENT_ERRORS
 from shared.streams import ConsumerGroup, Delivery, entry_time, group_stats, trim
@@ -61,13 +61,15 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def product_plugin_check() -> RequestCheck | None:
+def product_plugin_check() -> RequestCheck:
     """The worker's product registry, so an unservable job code never reaches a worker."""
-    try:
-        from services.worker.products import check_request
-    except ImportError:
-        return None
-    return check_request
+    from services.worker.products import get_product, sensor_for
+
+    def check(request: ProductRequest) -> None:
+        product = get_product(request.job_code)
+        product.check(sensor_for(request.product), request.product_options())
+
+    return check
 
 
 class Dispatcher:
