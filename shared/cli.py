@@ -170,7 +170,7 @@ async def collect_status(settings: QueueSettings) -> dict[str, Any]:
                 }
             )
         states = JobStates(redis, keys)
-        legacy = {name: await redis.llen(name) for name in ("jobProduct", "jobS2")}
+        legacy = {name: await redis.llen(name) for name in ("jobProduct", "jobS2")}  # type: ignore[misc]
         return {
             "namespace": settings.namespace,
             "streams": streams,

@@ -110,7 +110,7 @@ class JobStates:
 
     async def started(self, job: Job, *, attempt: int, worker: str) -> None:
         now = time.time()
-        await self.redis.hset(
+        await self.redis.hset(  # type: ignore[misc]
             self.keys.job(job.job_id),
             mapping={
                 **{k: v for k, v in job_summary(job, now).items() if k not in ("queued_at",)},
@@ -155,7 +155,7 @@ class JobStates:
         )
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        record = await self.redis.hgetall(self.keys.job(job_id))
+        record = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
         if not record:
             return None
         decoded: dict[str, Any] = dict(record)
@@ -185,9 +185,9 @@ class JobStates:
         return counts
 
     async def request(self, request_id: str) -> dict[str, Any] | None:
-        record = await self.redis.hgetall(self.keys.request(request_id))
+        record = await self.redis.hgetall(self.keys.request(request_id))  # type: ignore[misc]
         if not record:
             return None
         decoded: dict[str, Any] = dict(record)
-        decoded["jobs"] = await self.redis.lrange(self.keys.request_jobs(request_id), 0, -1)
+        decoded["jobs"] = await self.redis.lrange(self.keys.request_jobs(request_id), 0, -1)  # type: ignore[misc]
         return decoded

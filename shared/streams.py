@@ -204,7 +204,7 @@ class ConsumerGroup:
             attempts = int(info[0]["times_delivered"]) if info else 1
             delivery = Delivery(self.stream, entry_id, dict(fields), attempts)
             if attempts > self.max_attempts:
-                last_error = await self.redis.hget(self.errors_key, entry_id)
+                last_error = await self.redis.hget(self.errors_key, entry_id)  # type: ignore[misc]
                 await self.dead_letter(
                     delivery,
                     reason="max_attempts",

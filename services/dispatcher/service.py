@@ -23,7 +23,7 @@ from services.dispatcher.planning import RequestCheck, plan_jobs
 from shared.config import DispatcherSettings
 from shared.errors import InvalidRequest
 from shared.jobs import encode_job
-from shared.jobstate import queued_commands
+from shared.jobstate import Command, queued_commands
 from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
 from shared.messages import ProductRequest, decode_fields, parse_request
 from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter, serve_metrics
@@ -127,7 +127,7 @@ class Dispatcher:
             return 0
         bound = bound.bind(request_id=request.request_id)
         now = self.clock()
-        commands = [
+        commands: list[Command] = [
             ("XADD", self.keys.jobs(job.pool), "*", *encode_job(job).popitem()) for job in jobs
         ]
         commands.extend(queued_commands(self.keys, request, jobs, now))

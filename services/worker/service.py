@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -214,10 +214,11 @@ class Worker:
         while not self.stopping.is_set():
             free = self.settings.concurrency - len(self.running)
             if free <= 0:
+                stop_waiter = asyncio.create_task(self.stopping.wait())
                 await asyncio.wait(
-                    [*self.running.values(), asyncio.create_task(self.stopping.wait())],
-                    return_when=asyncio.FIRST_COMPLETED,
+                    [*self.running.values(), stop_waiter], return_when=asyncio.FIRST_COMPLETED
                 )
+                stop_waiter.cancel()
                 continue
             try:
                 deliveries = await self.group.read(free, self.settings.block_ms)
@@ -230,9 +231,13 @@ class Worker:
             for delivery in deliveries:
                 task = asyncio.create_task(self._process_safely(delivery))
                 self.running[delivery.entry_id] = task
-                task.add_done_callback(
-                    lambda _t, key=delivery.entry_id: self.running.pop(key, None)
-                )
+                task.add_done_callback(self._forget(delivery.entry_id))
+
+    def _forget(self, entry_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_task: asyncio.Task[None]) -> None:
+            self.running.pop(entry_id, None)
+
+        return forget
 
     async def _process_safely(self, delivery: Delivery) -> None:
         backoff = 0.5
