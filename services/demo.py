@@ -1,0 +1,194 @@
+"""`conveyor demo` (`make demo`): the whole system on embedded servers, from RPUSH to products.
+
+Starts valkey-server and PostgreSQL from their wheels, synthesises and indexes the seed's Fiji
+2019 Landsat 8 archive, pushes the original work items with RPUSH exactly as the old job
+inserter did, runs a dispatcher and workers as real processes, follows progress, and prints
+where the products are (with an RGB quicklook of each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.embedded import EmbeddedValkey, free_port
+from shared.keys import Keys
+from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
+
+DEMO_TIMEOUT_SECONDS = 1800
+
+
+def _service(module: str, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    handle = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], env=env, stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 120) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
+    from shared.archive.demo import prepare_demo_archive
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    output = output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    logs = state_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    namespace = "conveyor"
+
+    console.rule("[bold]odc-conveyor demo")
+    queue = EmbeddedValkey(state_dir / "valkey")
+    queue_url = queue.start()
+    console.print(f"queue: embedded valkey-server at {queue_url} (AOF under {queue.data_dir})")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        archive = prepare_demo_archive(state_dir=state_dir, console=console)
+        env = {
+            key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")
+        }
+        env.update(
+            CONVEYOR_REDIS_URL=queue_url,
+            CONVEYOR_NAMESPACE=namespace,
+            CONVEYOR_STATE_DIR=str(state_dir.resolve()),
+            CONVEYOR_OUTPUT_URL=str(output),
+            CONVEYOR_LOG_FORMAT="json",
+            CONVEYOR_ARD_SOURCE=str(archive.safe_dir),
+            CONVEYOR_SCRATCH_ROOT=str((state_dir / "scratch").resolve()),
+            CONVEYOR_INDEX_OUTPUTS="true",
+            **archive.environment,
+        )
+        processes.append(
+            _service(
+                "services.dispatcher", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
+                logs / "dispatcher.log",
+            )
+        )  # fmt: skip
+        processes.append(
+            _service(
+                "services.worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
+                logs / "worker-product.log", "--pool", "product",
+            )
+        )  # fmt: skip
+        processes.append(
+            _service(
+                "services.worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
+                logs / "worker-ard.log", "--pool", "ard",
+            )
+        )  # fmt: skip
+        scene_item = json.loads(SEED_SCENE_ITEM) | {
+            "in_scene": archive.scene_name,
+            "inter_dir": str((state_dir / "scratch" / "intermediate").resolve()),
+            "s3_dir": "fiji/Sentinel_2_test/",
+        }
+        results = asyncio.run(
+            _push_and_follow(queue_url, namespace, [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM],
+                             [json.dumps(scene_item)], console)
+        )  # fmt: skip
+    finally:
+        _stop(processes)
+        queue.stop()
+    return _report(results, output, console, logs)
+
+
+async def _push_and_follow(
+    queue_url: str,
+    namespace: str,
+    product_items: list[str],
+    scene_items: list[str],
+    console: Console,
+) -> list[dict[str, Any]]:
+    keys = Keys(namespace)
+    redis = aioredis.Redis.from_url(queue_url, decode_responses=True)
+    start_id = f"{int(time.time() * 1000)}-0"
+    console.print("RPUSH jobProduct: the seed item (projected) and the same box in lat/lon")
+    await redis.rpush("jobProduct", *product_items)
+    console.print("RPUSH jobS2: one Sentinel-2 L2A scene")
+    await redis.rpush("jobS2", *scene_items)
+    expected_requests = len(product_items) + len(scene_items)
+    finished: dict[str, dict[str, Any]] = {}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+    deadline = time.monotonic() + DEMO_TIMEOUT_SECONDS
+    with progress:
+        requests_task = progress.add_task("requests", total=expected_requests)
+        jobs_task = progress.add_task("jobs", total=None)
+        while len(finished) < expected_requests and time.monotonic() < deadline:
+            for _entry_id, fields in await redis.xrange(keys.results, start_id):
+                if fields.get("type") == "request":
+                    finished[fields["request_id"]] = json.loads(fields["result"])
+            dispatched = await redis.keys(f"{keys.namespace}:request:*")
+            totals = finished_jobs = 0
+            for key in dispatched:
+                if key.endswith(":jobs"):
+                    continue
+                record = await redis.hgetall(key)
+                totals += int(record.get("jobs_total", 0))
+                finished_jobs += int(record.get("jobs_finished", 0))
+            progress.update(jobs_task, total=totals or None, completed=finished_jobs)
+            progress.update(requests_task, completed=len(finished))
+            dead = await redis.xlen(keys.dead)
+            if dead:
+                console.print(f"[red]{dead} dead letter(s)[/]: see `conveyor dead list`")
+                break
+            await asyncio.sleep(1.0)
+    jobs = []
+    for job_id in await redis.zrange(keys.job_index, 0, -1):
+        record = await redis.hgetall(keys.job(job_id))
+        record["outputs"] = json.loads(record.get("outputs") or "[]")
+        jobs.append(record)
+    await redis.aclose()
+    return jobs
+
+
+def _report(jobs: list[dict[str, Any]], output: Path, console: Console, logs: Path) -> int:
+    from services.worker.outputs.quicklook import quicklooks_for_outputs
+
+    table = Table(title="jobs")
+    for column in ("code", "tile", "period", "state", "seconds", "outputs"):
+        table.add_column(column)
+    failed = 0
+    for job in jobs:
+        stages = json.loads(job.get("stages") or "{}")
+        table.add_row(
+            job.get("job_code", ""), job.get("tile") or job.get("scene", ""),
+            job.get("period", ""), job.get("state", ""), f"{stages.get('total', 0):.1f}",
+            str(len(job["outputs"])),
+        )  # fmt: skip
+        if job.get("state") not in ("done", "skipped", "nodata"):
+            failed += 1
+    console.print(table)
+    quicklooks = quicklooks_for_outputs(output)
+    console.print(f"products under [bold]{output}[/]")
+    for path in quicklooks:
+        console.print(f"  quicklook {path}")
+    console.print(f"service logs under {logs}")
+    if failed or not jobs:
+        console.print(f"[red]{failed} job(s) did not finish[/]")
+        return 1
+    console.print("[green]done[/]")
+    return 0

@@ -1,0 +1,167 @@
+"""One product tile job: skip if committed, find and load inputs, compute on Dask, write, index.
+
+Every blocking step runs off the event loop (`asyncio.to_thread` or the asynchronous Dask
+client), so lease renewal keeps running however long the computation takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime, time as day_time, timezone
+from typing import Any
+
+import structlog
+
+from services.worker.compute import DaskCompute
+from services.worker.outputs import (
+    BandSpec,
+    S3Settings,
+    destination_from_url,
+    is_committed,
+    output_spec_for_job,
+    write_product,
+)
+from services.worker.products import ProductContext, get_product, sensor_for
+from services.worker.service import JobOutcome
+from services.worker.settings import WorkerSettings
+from shared.errors import NoData, Permanent
+from shared.jobs import Job, ProductJob
+
+log = structlog.get_logger(__name__)
+
+
+def output_product_name(job: ProductJob) -> str:
+    """e.g. `ls8_geomedian`: the sensor of the inputs and the job code, as the original named it."""
+    short = {"ls5_usgs_sr_scene": "ls5", "ls7_usgs_sr_scene": "ls7", "ls8_usgs_sr_scene": "ls8",
+             "s2_esa_sr_granule": "s2"}.get(job.product, job.product.split("_")[0])  # fmt: skip
+    return f"{short}_{job.job_code}"
+
+
+class ProductRunner:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.compute = DaskCompute(settings)
+        self.s3_settings = S3Settings()
+        self._datacube: Any = None
+        self._context: ProductContext | None = None
+
+    def datacube(self) -> Any:
+        if self._datacube is None:
+            from shared.archive.index import DatacubeSettings, open_datacube
+
+            self._datacube = open_datacube(DatacubeSettings())
+        return self._datacube
+
+    def context(self) -> ProductContext:
+        if self._context is None:
+            self._context = ProductContext.from_settings(self.settings)
+        return self._context
+
+    async def run(self, job: Job) -> JobOutcome:
+        if not isinstance(job, ProductJob):
+            raise Permanent(f"a {job.kind} job reached the product pool")
+        product = get_product(job.job_code)
+        sensor = sensor_for(job.product)
+        product.check(sensor, job.options)
+        bands = {
+            name: BandSpec(
+                dtype=band.dtype, nodata=band.nodata, units=band.units,
+                overview_resampling=band.overview_resampling,
+            )
+            for name, band in product.outputs.items()
+        }  # fmt: skip
+        destination = destination_from_url(
+            self.settings.output_url, self.s3_settings, bucket=job.bucket
+        )
+        stages: dict[str, float] = {}
+        async with destination:
+            draft = output_spec_for_job(
+                job, product_name=output_product_name(job), bands=bands, sources=(),
+                default_naming=self.settings.output_naming,
+            )  # fmt: skip
+            if await is_committed(draft, destination):
+                log.info("already committed: nothing to do", job_id=job.job_id)
+                return JobOutcome(state="skipped", destination=destination.kind)
+
+            started = time.monotonic()
+            datasets = await asyncio.to_thread(self._find_datasets, job)
+            if not datasets:
+                raise NoData(
+                    f"no {job.product} datasets between {job.period.start} and {job.period.end} "
+                    f"over tile {job.area.tile}"
+                )
+            cube = await asyncio.to_thread(self._load, job, datasets, product.measurements(sensor))
+            cube = await (await self.compute.client()).persist(cube)
+            await _wait(cube)
+            stages["load"] = time.monotonic() - started
+
+            started = time.monotonic()
+            lazy = product.compute(cube, sensor, job.options, self.context())
+            result = await self.compute.compute(lazy)
+            vectors = await asyncio.to_thread(product.vectors, result, job.options)
+            del cube
+            stages["compute"] = time.monotonic() - started
+
+            started = time.monotonic()
+            spec = output_spec_for_job(
+                job, product_name=output_product_name(job), bands=bands,
+                sources=[str(dataset.id) for dataset in datasets],
+                default_naming=self.settings.output_naming,
+                properties={"odc:file_format": "GeoTIFF"},
+            )  # fmt: skip
+            written = await write_product(result, vectors, spec, destination)
+            if self.settings.index_outputs and destination.kind == "local" and not written.already_done:
+                await asyncio.to_thread(self._index_output, spec, written.metadata_url)
+            stages["write"] = time.monotonic() - started
+        return JobOutcome(
+            state="skipped" if written.already_done else "done",
+            outputs=[file.url for file in written.files],
+            stages=stages,
+            bytes_written=written.bytes_written,
+            destination=destination.kind,
+            detail={"dataset_id": str(written.dataset_id), "metadata": written.metadata_url,
+                    "sources": str(len(datasets))},  # fmt: skip
+        )
+
+    def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
+        from odc.geo.geobox import GeoBox
+
+        geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
+        start = datetime.combine(job.period.start, day_time.min, tzinfo=timezone.utc)
+        end = datetime.combine(job.period.end, day_time.max, tzinfo=timezone.utc)
+        return list(
+            self.datacube().find_datasets(
+                product=job.product, time=(start, end), geopolygon=geobox.extent
+            )
+        )
+
+    def _load(self, job: ProductJob, datasets: Sequence[Any], measurements: Sequence[str]) -> Any:
+        from odc.geo.geobox import GeoBox
+
+        geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
+        chunk = self.settings.default_chunk_pixels
+        chunks = {"time": 1, "y": chunk, "x": chunk} | job.dask_chunks
+        return self.datacube().load(
+            datasets=list(datasets),
+            measurements=list(measurements),
+            like=geobox,
+            group_by="solar_day",
+            dask_chunks=chunks,
+            resampling="nearest",
+        )
+
+    def _index_output(self, spec: Any, metadata_url: str) -> None:
+        from shared.archive.index import index_product_output
+
+        index_product_output(self.datacube(), spec, metadata_url)
+
+    async def close(self) -> None:
+        await self.compute.close()
+
+
+async def _wait(persisted: Any) -> None:
+    from distributed import wait
+
+    await wait(persisted)

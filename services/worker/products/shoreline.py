@@ -1,0 +1,148 @@
+"""Shoreline: the land/water boundary of the period, as lines, and the water index it follows.
+
+The raster is the median MNDWI, (green - swir1) / (green + swir1), over the period's usable
+observations (mask clear, both bands present): positive over water, negative over land. The
+shoreline is its sub-pixel contour at 0 (`skimage.measure.find_contours`), taken to map
+coordinates through the geobox, as a GeoJSON FeatureCollection of LineStrings with the CRS
+named; lines of fewer than five vertices are dropped as speckle, as the original did. The
+dispatcher has already split the request into one job per `time_step`.
+
+With `tide_range_from`/`tide_range_to` and a tide table configured, observations whose tide
+height at acquisition (interpolated in the table) lies outside the range, or is unknown, are
+dropped before the composite; heights are compared as numbers, bounds included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import structlog
+import xarray as xr
+from affine import Affine
+from odc.geo import CRS
+from skimage.measure import find_contours
+
+from services.worker.products.base import OutputBand, Product, ProductContext, register
+from services.worker.products.observations import (
+    clean_reflectance,
+    normalised_difference,
+    reduce_time,
+    reflectance_float,
+)
+from services.worker.products.options import TIDE_OPTIONS, TideRange, parse_tide_range
+from services.worker.products.sensors import Sensor
+from services.worker.products.tides import TideTable
+from shared.errors import NoData, Permanent
+
+log = structlog.get_logger(__name__)
+
+WATER_LEVEL = 0.0
+VECTOR_NAME = "shoreline"
+#: Shorter contours are speckle (a pixel or two cut by the tile edge); the original dropped them.
+MIN_VERTICES = 5
+
+
+def observations_within_tide(
+    cube: xr.Dataset, table: TideTable, tide_range: TideRange
+) -> xr.Dataset:
+    """The dates of `cube` taken at a tide height inside `tide_range`."""
+    heights = table.heights_at(cube["time"].values)
+    keep = tide_range.contains(heights)
+    log.info(
+        "shoreline.tide_filter",
+        low=tide_range.low,
+        high=tide_range.high,
+        observations=int(keep.size),
+        kept=int(keep.sum()),
+        unknown_height=int(np.isnan(heights).sum()),
+    )
+    if not keep.any():
+        seen = ", ".join(f"{height:g}" for height in heights if not np.isnan(height)) or "none"
+        raise NoData(
+            f"none of the {keep.size} observations was taken at a tide between "
+            f"{tide_range.low:g} and {tide_range.high:g} (heights at acquisition: {seen})"
+        )
+    return cube.isel(time=np.flatnonzero(keep))
+
+
+def water_index(cube: xr.Dataset, sensor: Sensor) -> xr.DataArray:
+    """Median MNDWI (float32) over the usable observations; NaN where there were none."""
+    clean, _usable = clean_reflectance(cube, sensor, ("green", "swir1"))
+    floats = reflectance_float(clean)
+    return reduce_time(normalised_difference(floats["green"], floats["swir1"]), np.nanmedian)
+
+
+def crs_member(crs: CRS) -> dict[str, Any]:
+    """GeoJSON's (2008) named CRS, e.g. `urn:ogc:def:crs:EPSG::3460`."""
+    name = f"urn:ogc:def:crs:EPSG::{crs.epsg}" if crs.epsg is not None else crs.to_wkt()
+    return {"type": "name", "properties": {"name": name}}
+
+
+def contour_lines(
+    values: np.ndarray[Any, Any], transform: Affine, level: float = WATER_LEVEL
+) -> list[list[list[float]]]:
+    """Sub-pixel contours of `values` at `level` as lists of [x, y] in map coordinates."""
+    lines = []
+    for contour in find_contours(values, level):
+        rows, cols = contour[:, 0], contour[:, 1]
+        # find_contours works in pixel indices, whose centres are half a pixel in.
+        xs, ys = transform * (cols + 0.5, rows + 0.5)
+        lines.append([[float(x), float(y)] for x, y in zip(xs, ys, strict=True)])
+    return lines
+
+
+def shoreline_features(index: xr.DataArray, level: float = WATER_LEVEL) -> dict[str, Any]:
+    """The contour of `index` (computed, 2-D, on a geobox) at `level` as a FeatureCollection."""
+    geobox = index.odc.geobox
+    values = np.asarray(index.values, dtype="float64")
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"level": level, "index": "mndwi"},
+            "geometry": {"type": "LineString", "coordinates": line},
+        }
+        for line in contour_lines(values, geobox.affine, level)
+        if len(line) >= MIN_VERTICES
+    ]
+    return {"type": "FeatureCollection", "crs": crs_member(geobox.crs), "features": features}
+
+
+@register("shoreline")
+class Shoreline(Product):
+    inputs = ("green", "swir1")
+    outputs = MappingProxyType(
+        {
+            "mndwi": OutputBand(
+                "float32", math.nan, "1", "median modified normalised difference water index"
+            ),
+        }
+    )
+    accepted_options = TIDE_OPTIONS
+
+    def check(self, sensor: Sensor, options: Mapping[str, str]) -> None:
+        super().check(sensor, options)
+        parse_tide_range(options)
+
+    def compute(
+        self,
+        cube: xr.Dataset,
+        sensor: Sensor,
+        options: Mapping[str, str],
+        context: ProductContext,
+    ) -> xr.Dataset:
+        tide_range = parse_tide_range(options)
+        if tide_range is not None:
+            if context.tide_table is None:
+                raise Permanent(
+                    "the request filters by tide_range_from/tide_range_to but this worker has "
+                    "no tide table: set CONVEYOR_TIDE_TABLE to a CSV of time,height"
+                )
+            cube = observations_within_tide(cube, context.tide_table, tide_range)
+        return self.finish({"mndwi": water_index(cube, sensor)}, cube)
+
+    def vectors(self, result: xr.Dataset, options: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        return {VECTOR_NAME: shoreline_features(result["mndwi"])}
