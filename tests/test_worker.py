@@ -1,0 +1,196 @@
+"""Workers end to end: RPUSH jobProduct -> dispatcher -> worker -> products on disk and in S3.
+
+Real servers throughout: valkey, PostgreSQL with a real datacube index of a synthetic Landsat 8
+archive, moto's S3 over HTTP, and the services as real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import redis.asyncio as aioredis
+import yaml
+
+from shared.keys import Keys
+from tests.archive_support import ArchiveFixture, build_archive
+from tests.processes import (
+    ServiceProcess,
+    running_service,
+    service_env,
+    wait_ready,
+    wait_until,
+)
+
+# A 6 km x 4.5 km box inside the seed's Fiji box, January to April 2019.
+SMALL_BOX = (2130000.0, 3499700.0, 2136000.0, 3504200.0)
+ARCHIVE_FROM, ARCHIVE_TO = date(2019, 1, 1), date(2019, 4, 30)
+
+
+def item(job_code: str = "geomedian", box: tuple[float, ...] = SMALL_BOX, **extra: str) -> str:
+    body = {
+        "job_code": job_code,
+        "product": "ls8_usgs_sr_scene",
+        "query_x_from": str(box[0]),
+        "query_y_from": str(box[1]),
+        "query_x_to": str(box[2]),
+        "query_y_to": str(box[3]),
+        "query_crs": "EPSG:3460",
+        "time_from": "2019-01-01",
+        "time_to": "2019-04-30",
+        "output_crs": "EPSG:3460",
+        "prefix": "commonsensing/fiji/test",
+    }
+    return json.dumps(body | extra)
+
+
+@pytest.fixture(scope="module")
+def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> ArchiveFixture:
+    return build_archive(
+        postgres_url,
+        Path(tmp_path_factory.mktemp("archive")),
+        "ls8_usgs_sr_scene",
+        (2129000.0, 3498000.0, 2146000.0, 3510000.0),
+        ARCHIVE_FROM,
+        ARCHIVE_TO,
+    )
+
+
+def worker_env(
+    redis_url: str, namespace: str, archive: ArchiveFixture, output: str, **extra: str
+) -> dict[str, str]:
+    return service_env(
+        redis_url,
+        namespace,
+        CONVEYOR_BLOCK_MS="100",
+        CONVEYOR_OUTPUT_URL=output,
+        CONVEYOR_DASK_THREADS="1",
+        CONVEYOR_RETRY_BACKOFF_SECONDS="0.2",
+        **archive.environment,
+        **extra,
+    )
+
+
+async def request_results(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    return [
+        fields | {"result": json.loads(fields["result"])}
+        for _id, fields in await redis.xrange(keys.results)
+    ]
+
+
+async def finished_requests(redis: aioredis.Redis, keys: Keys) -> int:
+    return sum(1 for r in await request_results(redis, keys) if r["type"] == "request")
+
+
+async def job_records(redis: aioredis.Redis, keys: Keys) -> list[dict[str, str]]:
+    return [await redis.hgetall(keys.job(job_id)) for job_id in await redis.zrange(keys.job_index, 0, -1)]
+
+
+@pytest.fixture
+def services(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> Iterator[dict[str, ServiceProcess]]:
+    """Each test adds what it runs here; all are killed at the end whatever happened."""
+    running: dict[str, ServiceProcess] = {}
+    yield running
+    for service in running.values():
+        service.close()
+
+
+def start(
+    services: dict[str, ServiceProcess], name: str, module: str, env: dict[str, str], log: Path,
+    *args: str,
+) -> ServiceProcess:  # fmt: skip
+    service = ServiceProcess(module, env, list(args), log)
+    services[name] = service
+    return service
+
+
+async def test_rpush_job_product_ends_as_committed_products_on_disk(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    output = tmp_path / "out"
+    env = worker_env(redis_url, namespace, archive, str(output))
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    worker = start(services, "worker", "services.worker", env | {"CONVEYOR_METRICS_PORT": str(
+        int(env["CONVEYOR_METRICS_PORT"]) + 1)}, tmp_path / "w.log")  # fmt: skip
+    await redis_client.rpush("jobProduct", item("geomedian"), item("ndvi"))
+
+    async def both_finished() -> bool:
+        return await finished_requests(redis_client, keys) == 2
+
+    await wait_until(both_finished, timeout=240)
+    jobs = await job_records(redis_client, keys)
+    assert {job["state"] for job in jobs} == {"done"}, [job.get("error") for job in jobs]
+    metadata = sorted(output.rglob("*.odc-metadata.yaml"))
+    assert len(metadata) == 2
+    for document_path in metadata:
+        document = yaml.safe_load(document_path.read_text())
+        for band in document["measurements"].values():
+            assert (document_path.parent / band["path"]).exists()
+        assert document["lineage"]
+    red = next(output.rglob("*_red.tif"))
+    with rasterio.open(red) as dataset:
+        assert dataset.crs.to_epsg() == 3460
+        assert dataset.res == (30.0, 30.0)
+        assert dataset.nodata == -9999
+        pixels = dataset.read(1)
+        assert (pixels != -9999).mean() > 0.9
+    stages = json.loads(jobs[0]["stages"])
+    assert {"load", "compute", "write"} <= set(stages)
+    assert worker.terminate() == 0
+
+
+async def test_the_geomedian_written_equals_geomad_on_the_same_masked_cube(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    from odc.algo import geomedian_with_mads
+    from odc.geo.geobox import GeoBox
+
+    keys = Keys(namespace)
+    output = tmp_path / "out"
+    env = worker_env(redis_url, namespace, archive, str(output))
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    start(services, "worker", "services.worker", env | {"CONVEYOR_METRICS_PORT": str(
+        int(env["CONVEYOR_METRICS_PORT"]) + 1)}, tmp_path / "w.log")  # fmt: skip
+    await redis_client.rpush("jobProduct", item("geomedian"))
+
+    async def finished() -> bool:
+        return await finished_requests(redis_client, keys) == 1
+
+    await wait_until(finished, timeout=240)
+
+    # Independently: load the same box, keep clear/water observations whole, run geomad.
+    dc = archive.datacube()
+    geobox = GeoBox.from_bbox(SMALL_BOX, crs="EPSG:3460", resolution=30)
+    bands = ["red", "green", "blue", "nir", "swir1", "swir2"]
+    cube = dc.load(
+        product="ls8_usgs_sr_scene", measurements=[*bands, "pixel_qa"], like=geobox,
+        time=("2019-01-01", "2019-04-30"), group_by="solar_day", dask_chunks={"time": 1},
+    )  # fmt: skip
+    good_codes = [322, 386, 834, 898, 1346, 324, 388, 836, 900, 1348]
+    good = cube.pixel_qa.isin(good_codes)
+    for band in bands:
+        good = good & (cube[band] != -9999)
+    reflectance = cube[bands].where(good, -9999).astype("int16")
+    for band in bands:
+        reflectance[band].attrs["nodata"] = -9999
+    expected = geomedian_with_mads(
+        reflectance, reshape_strategy="yxbt", scale=1e-4, offset=-1e-4, work_chunks=(200, 200),
+    ).compute()  # fmt: skip
+    for band in ("red", "nir", "swir2"):
+        with rasterio.open(next(output.rglob(f"*_{band}.tif"))) as written:
+            got = written.read(1)
+        want = expected[band].values
+        assert got.shape == want.shape
+        assert np.array_equal(got, want), f"{band}: {np.abs(got.astype(int) - want).max()}"
