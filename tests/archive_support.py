@@ -7,7 +7,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from shared.archive.index import DatacubeSettings, add_products, index_datasets, init_index, open_datacube
+from shared.archive.index import (
+    DatacubeSettings,
+    add_products,
+    index_datasets,
+    init_index,
+    open_datacube,
+)
 from shared.archive.synthetic import generate_archive
 
 
@@ -41,7 +47,11 @@ def build_archive(
     fixture = ArchiveFixture(db_url=db_url, root=root)
     settings = fixture.settings()
     init_index(settings)
-    add_products(settings, [product])
-    fixture.records = generate_archive(product, bounds, time_from, time_to, root, crs=crs)
-    index_datasets(settings, [record.metadata_path for record in fixture.records])
+    datacube = open_datacube(settings)
+    try:
+        add_products(datacube, [product])
+        fixture.records = generate_archive(product, bounds, time_from, time_to, root, crs=crs)
+        index_datasets(datacube, [record.metadata_path for record in fixture.records])
+    finally:
+        datacube.close()
     return fixture

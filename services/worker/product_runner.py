@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time as day_time, timezone
 from typing import Any
 
@@ -21,6 +21,7 @@ from services.worker.outputs import (
     destination_from_url,
     is_committed,
     output_spec_for_job,
+    product_definition,
     write_product,
 )
 from services.worker.products import ProductContext, get_product, sensor_for
@@ -93,7 +94,7 @@ class ProductRunner:
                     f"over tile {job.area.tile}"
                 )
             cube = await asyncio.to_thread(self._load, job, datasets, product.measurements(sensor))
-            cube = await (await self.compute.client()).persist(cube)
+            cube = (await self.compute.client()).persist(cube)
             await _wait(cube)
             stages["load"] = time.monotonic() - started
 
@@ -112,8 +113,9 @@ class ProductRunner:
                 properties={"odc:file_format": "GeoTIFF"},
             )  # fmt: skip
             written = await write_product(result, vectors, spec, destination)
-            if self.settings.index_outputs and destination.kind == "local" and not written.already_done:
-                await asyncio.to_thread(self._index_output, spec, written.metadata_url)
+            if self.settings.index_outputs and destination.kind == "local":
+                definition = product_definition(spec, bands)
+                await asyncio.to_thread(self._index_output, definition, written.metadata_url)
             stages["write"] = time.monotonic() - started
         return JobOutcome(
             state="skipped" if written.already_done else "done",
@@ -126,16 +128,28 @@ class ProductRunner:
         )
 
     def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
+        """Datasets of the period whose footprint meets the tile.
+
+        The index is searched by time and latitude only, then footprints are intersected in the
+        tile's own CRS: datacube 1.9 stores a longitude range for a dataset that crosses the
+        antimeridian (as Fiji's do) that spans the wrong way round the globe, so a lon/lat
+        search misses them.
+        """
         from odc.geo.geobox import GeoBox
 
         geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
+        tile = geobox.extent
+        latitudes = tile.to_crs("EPSG:4326").boundingbox
         start = datetime.combine(job.period.start, day_time.min, tzinfo=timezone.utc)
         end = datetime.combine(job.period.end, day_time.max, tzinfo=timezone.utc)
-        return list(
-            self.datacube().find_datasets(
-                product=job.product, time=(start, end), geopolygon=geobox.extent
-            )
+        candidates = self.datacube().find_datasets(
+            product=job.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
         )
+        return [
+            dataset
+            for dataset in candidates
+            if dataset.extent is not None and dataset.extent.to_crs(tile.crs).intersects(tile)
+        ]
 
     def _load(self, job: ProductJob, datasets: Sequence[Any], measurements: Sequence[str]) -> Any:
         from odc.geo.geobox import GeoBox
@@ -152,10 +166,10 @@ class ProductRunner:
             resampling="nearest",
         )
 
-    def _index_output(self, spec: Any, metadata_url: str) -> None:
+    def _index_output(self, definition: Mapping[str, Any], metadata_url: str) -> None:
         from shared.archive.index import index_product_output
 
-        index_product_output(self.datacube(), spec, metadata_url)
+        index_product_output(self.datacube(), definition, metadata_url)
 
     async def close(self) -> None:
         await self.compute.close()
