@@ -1,0 +1,135 @@
+"""Settings of `python -m services.autoscaler` (environment, prefix CONVEYOR_)."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from services.autoscaler.policy import ScalingPolicy
+from shared.config import QueueSettings
+from shared.keys import POOLS
+
+BackendName = Literal["kubernetes", "local", "dry-run"]
+_POLICY_FIELDS = tuple(f.name for f in fields(ScalingPolicy))
+_DEFAULT_POLICY = ScalingPolicy()
+
+
+class AutoscalerSettings(QueueSettings):
+    pools: list[str] = Field(default_factory=lambda: list(POOLS))
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    backend: BackendName = Field(
+        default="dry-run",
+        description="kubernetes (the worker Deployments' scale), local (worker processes on this "
+        "host) or dry-run (decide and log only).",
+    )
+
+    # Kubernetes
+    deployments: dict[str, str] = Field(
+        default_factory=lambda: {pool: f"conveyor-worker-{pool}" for pool in POOLS},
+        description="Deployment of each pool's workers (JSON object pool -> name).",
+    )
+    kubernetes_namespace: str = Field(
+        default="default",
+        validation_alias=AliasChoices("CONVEYOR_KUBERNETES_NAMESPACE", "POD_NAMESPACE"),
+    )
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Outside a cluster: kubeconfig file (default ~/.kube/config or $KUBECONFIG).",
+    )
+    kubernetes_attempts: int = Field(default=5, ge=1)
+
+    # Local processes
+    local_command: list[str] | None = Field(
+        default=None,
+        description="Worker command; {pool} is replaced. Default: python -m services.worker "
+        "--pool {pool}.",
+    )
+    local_metrics_port_base: int = Field(
+        default=9200,
+        ge=0,
+        description="Worker slot i serves /metrics on this + i (0: any free port).",
+    )
+    local_stop_grace_seconds: float = Field(
+        default=660.0,
+        gt=0,
+        description="After SIGTERM, how long a worker may drain before it is killed.",
+    )
+
+    # Dry run
+    dry_run_replicas: dict[str, int] = Field(default_factory=dict)
+
+    # Policy (see services/autoscaler/policy.py)
+    target_backlog_per_replica: float = _DEFAULT_POLICY.target_backlog_per_replica
+    jobs_per_worker: int = Field(
+        default=_DEFAULT_POLICY.jobs_per_worker,
+        ge=1,
+        validation_alias=AliasChoices("CONVEYOR_JOBS_PER_WORKER", "CONVEYOR_CONCURRENCY"),
+        description="Jobs one worker runs at once (the workers' CONVEYOR_CONCURRENCY).",
+    )
+    tolerance: float = _DEFAULT_POLICY.tolerance
+    min_replicas: int = _DEFAULT_POLICY.min_replicas
+    max_replicas: int = _DEFAULT_POLICY.max_replicas
+    scale_up_max_percent: float = _DEFAULT_POLICY.scale_up_max_percent
+    scale_up_max_pods: int = _DEFAULT_POLICY.scale_up_max_pods
+    scale_up_period_seconds: float = _DEFAULT_POLICY.scale_up_period_seconds
+    scale_down_window_seconds: float = _DEFAULT_POLICY.scale_down_window_seconds
+    scale_to_zero_cooldown_seconds: float = _DEFAULT_POLICY.scale_to_zero_cooldown_seconds
+    activation_backlog: int = _DEFAULT_POLICY.activation_backlog
+    reversal_guard_seconds: float = _DEFAULT_POLICY.reversal_guard_seconds
+    reversal_tolerance: float = _DEFAULT_POLICY.reversal_tolerance
+    pool_policies: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per-pool overrides, e.g. {"ard": {"max_replicas": 4}}.',
+    )
+
+    # Service
+    leader_lease_seconds: float = Field(default=15.0, gt=0)
+    instance_id: str | None = Field(default=None, description="Default hostname-pid.")
+    lag_estimate_limit: int = Field(
+        default=1000, ge=1, description="When the lag is unknown, count at most this many entries."
+    )
+    metrics_port: int = 9103
+    metrics_host: str = "0.0.0.0"
+
+    @field_validator("pools")
+    @classmethod
+    def _known_pools(cls, pools: list[str]) -> list[str]:
+        if not pools:
+            raise ValueError("name at least one pool to scale")
+        return pools
+
+    @model_validator(mode="after")
+    def _valid_policies(self) -> AutoscalerSettings:
+        for pool in self.pools:
+            self.policy_for(pool)  # raises ValueError with what is wrong
+        unknown = sorted(set(self.pool_policies) - set(self.pools))
+        if unknown:
+            raise ValueError(f"pool_policies names pools not in pools: {', '.join(unknown)}")
+        if self.backend == "kubernetes":
+            missing = [pool for pool in self.pools if pool not in self.deployments]
+            if missing:
+                raise ValueError(
+                    f"no Deployment named for pool(s) {', '.join(missing)}: "
+                    'set CONVEYOR_DEPLOYMENTS=\'{"pool": "deployment-name"}\''
+                )
+        return self
+
+    def policy_for(self, pool: str) -> ScalingPolicy:
+        base = ScalingPolicy(**{name: getattr(self, name) for name in _POLICY_FIELDS})
+        overrides = self.pool_policies.get(pool, {})
+        unknown = sorted(set(overrides) - set(_POLICY_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"pool_policies[{pool!r}] has unknown field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_POLICY_FIELDS)}"
+            )
+        typed = {name: type(getattr(base, name))(value) for name, value in overrides.items()}
+        return replace(base, **typed)
+
+    def worker_command(self) -> list[str]:
+        from services.autoscaler.backends.local import DEFAULT_WORKER_COMMAND
+
+        return self.local_command or list(DEFAULT_WORKER_COMMAND)

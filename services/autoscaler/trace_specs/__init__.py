@@ -1,0 +1,1 @@
+"""Built-in arrival traces for the simulator, as seeded JSON specs (see `traces.py`)."""
