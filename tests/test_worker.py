@@ -33,6 +33,7 @@ from tests.processes import (
 # A 6 km x 4.5 km box inside the seed's Fiji box, January to April 2019.
 SMALL_BOX = (2130000.0, 3499700.0, 2136000.0, 3504200.0)
 ARCHIVE_FROM, ARCHIVE_TO = date(2019, 1, 1), date(2019, 4, 30)
+ARCHIVE_BOX = (2129000.0, 3498000.0, 2146000.0, 3510000.0)
 
 
 def item(job_code: str = "geomedian", box: tuple[float, ...] = SMALL_BOX, **extra: str) -> str:
@@ -58,7 +59,7 @@ def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Arch
         postgres_url,
         Path(tmp_path_factory.mktemp("archive")),
         "ls8_usgs_sr_scene",
-        (2129000.0, 3498000.0, 2146000.0, 3510000.0),
+        ARCHIVE_BOX,
         ARCHIVE_FROM,
         ARCHIVE_TO,
     )
@@ -199,3 +200,131 @@ async def test_the_geomedian_written_equals_geomad_on_the_same_masked_cube(
         want = expected[band].values
         assert got.shape == want.shape
         assert np.array_equal(got, want), f"{band}: {np.abs(got.astype(int) - want).max()}"
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="testing-key", aws_secret_access_key="testing-secret",
+    )  # fmt: skip
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing-key",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_VIRTUAL_HOSTING": "FALSE",
+}
+
+
+async def test_products_go_to_s3_and_an_area_without_data_ends_as_nodata(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess], s3_endpoint: str,
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    s3 = s3_client(s3_endpoint)
+    s3.create_bucket(Bucket="eo-products")
+    env = worker_env(
+        redis_url, namespace, archive, "s3://eo-products/conveyor",
+        AWS_S3_ENDPOINT_URL=s3_endpoint, **S3_ENV,
+    )  # fmt: skip
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    start(services, "worker", "services.worker", env, tmp_path / "w.log")
+    empty = item("water", time_from="2015-01-01", time_to="2015-03-31")
+    await redis_client.rpush("jobProduct", item("water"), empty)
+
+    async def both_finished() -> bool:
+        return await finished_requests(redis_client, keys) == 2
+
+    await wait_until(both_finished, timeout=240)
+    states = sorted(job["state"] for job in await job_records(redis_client, keys))
+    assert states == ["done", "nodata"]
+    keys_written = [o["Key"] for o in s3.list_objects_v2(Bucket="eo-products")["Contents"]]
+    assert any(key.endswith("_frequency.tif") for key in keys_written)
+    assert any(key.endswith(".odc-metadata.yaml") for key in keys_written)
+    assert all(key.startswith("conveyor/commonsensing/fiji/test/") for key in keys_written)
+    assert await redis_client.xlen(keys.dead) == 0
+
+
+async def test_a_job_that_keeps_failing_is_retried_then_dead_lettered_with_its_error(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess], s3_endpoint: str,
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    unreachable = f"http://127.0.0.1:{free_port()}"  # an S3 endpoint that is down throughout
+    env = worker_env(
+        redis_url, namespace, archive, "s3://eo-products/x", AWS_S3_ENDPOINT_URL=unreachable,
+        CONVEYOR_MAX_ATTEMPTS="2", CONVEYOR_S3_MAX_ATTEMPTS="1", **S3_ENV,
+    )  # fmt: skip
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    worker = start(services, "worker", "services.worker", env, tmp_path / "w.log")
+    await redis_client.rpush("jobProduct", item("ndvi"))
+
+    async def dead_lettered() -> bool:
+        return await redis_client.xlen(keys.dead) == 1
+
+    await wait_until(dead_lettered, timeout=240)
+    [(_id, dead)] = await redis_client.xrange(keys.dead)
+    assert dead["reason"] == "max_attempts"
+    assert "gave up after 2 attempts" in dead["error"]
+    assert unreachable in dead["error"] or "connect" in dead["error"].lower()
+    [job] = await job_records(redis_client, keys)
+    assert job["state"] == "dead" and job["attempts"] == "2"
+    assert await finished_requests(redis_client, keys) == 1
+    assert worker.process.poll() is None, "the worker keeps serving"
+
+
+async def test_a_worker_killed_mid_job_is_replaced_and_the_product_committed_once(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    output = tmp_path / "out"
+    env = worker_env(redis_url, namespace, archive, str(output), CONVEYOR_LEASE_SECONDS="3")
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    doomed = start(services, "doomed", "services.worker", env, tmp_path / "w1.log")
+    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+
+    async def running() -> bool:
+        return {job.get("state") for job in await job_records(redis_client, keys)} == {"running"}
+
+    await wait_until(running, timeout=120, interval=0.02)
+    doomed.kill()
+    start(services, "replacement", "services.worker", env, tmp_path / "w2.log")
+
+    async def finished() -> bool:
+        return await finished_requests(redis_client, keys) == 1
+
+    await wait_until(finished, timeout=240)
+    [job] = await job_records(redis_client, keys)
+    assert job["state"] in ("done", "skipped") and job["attempts"] == "2"
+    done_events = [
+        r for r in await request_results(redis_client, keys)
+        if r["type"] == "job" and r["state"] == "done"
+    ]  # fmt: skip
+    assert len(done_events) <= 1
+    assert len(list(output.rglob("*.odc-metadata.yaml"))) == 1
+    assert not list(output.rglob(".*.partial")) or job["state"] == "done"
+
+
+async def test_sigterm_lets_the_running_job_finish_then_exits_zero(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    env = worker_env(redis_url, namespace, archive, str(tmp_path / "out"))
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    worker = start(services, "worker", "services.worker", env, tmp_path / "w.log")
+    await wait_ready(worker)
+    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+
+    async def running() -> bool:
+        return {job.get("state") for job in await job_records(redis_client, keys)} == {"running"}
+
+    await wait_until(running, timeout=120, interval=0.02)
+    assert worker.terminate(timeout=180) == 0
+    [job] = await job_records(redis_client, keys)
+    assert job["state"] == "done"
+    assert "draining" in worker.output
