@@ -75,7 +75,6 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
             CONVEYOR_STATE_DIR=str(state_dir.resolve()),
             CONVEYOR_OUTPUT_URL=str(output),
             CONVEYOR_LOG_FORMAT="json",
-            CONVEYOR_ARD_SOURCE=str(archive.safe_dir),
             CONVEYOR_SCRATCH_ROOT=str((state_dir / "scratch").resolve()),
             CONVEYOR_INDEX_OUTPUTS="true",
             **archive.environment,
@@ -92,21 +91,26 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
                 logs / "worker-product.log", "--pool", "product",
             )
         )  # fmt: skip
-        processes.append(
-            _service(
-                "services.worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
-                logs / "worker-ard.log", "--pool", "ard",
+        scene_items: list[str] = []
+        if archive.safe_dir is not None and archive.scene_name is not None:
+            ard_env = env | {
+                "CONVEYOR_METRICS_PORT": str(free_port()),
+                "CONVEYOR_ARD_SOURCE": str(archive.safe_dir),
+                "CONVEYOR_ARD_OUTPUT_URL": str(output / "ard"),
+            }
+            processes.append(
+                _service("services.worker", ard_env, logs / "worker-ard.log", "--pool", "ard")
             )
-        )  # fmt: skip
-        scene_item = json.loads(SEED_SCENE_ITEM) | {
-            "in_scene": archive.scene_name,
-            "inter_dir": str((state_dir / "scratch" / "intermediate").resolve()),
-            "s3_dir": "fiji/Sentinel_2_test/",
-        }
+            scene_item = json.loads(SEED_SCENE_ITEM) | {
+                "in_scene": archive.scene_name,
+                "inter_dir": str((state_dir / "scratch" / "intermediate").resolve()),
+            }
+            scene_items.append(json.dumps(scene_item))
         results = asyncio.run(
-            _push_and_follow(queue_url, namespace, [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM],
-                             [json.dumps(scene_item)], console)
-        )  # fmt: skip
+            _push_and_follow(
+                queue_url, namespace, [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM], scene_items, console
+            )
+        )
     finally:
         _stop(processes)
         queue.stop()
@@ -125,8 +129,9 @@ async def _push_and_follow(
     start_id = f"{int(time.time() * 1000)}-0"
     console.print("RPUSH jobProduct: the seed item (projected) and the same box in lat/lon")
     await redis.rpush("jobProduct", *product_items)
-    console.print("RPUSH jobS2: one Sentinel-2 L2A scene")
-    await redis.rpush("jobS2", *scene_items)
+    if scene_items:
+        console.print("RPUSH jobS2: one Sentinel-2 L2A scene")
+        await redis.rpush("jobS2", *scene_items)
     expected_requests = len(product_items) + len(scene_items)
     finished: dict[str, dict[str, Any]] = {}
     progress = Progress(

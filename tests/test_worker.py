@@ -328,3 +328,64 @@ async def test_sigterm_lets_the_running_job_finish_then_exits_zero(
     [job] = await job_records(redis_client, keys)
     assert job["state"] == "done"
     assert "draining" in worker.output
+
+
+def exposed_metric_names(text: str) -> set[str]:
+    """Every series name a /metrics page offers, histogram and counter suffixes included."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _hash, _type, name, kind = line.split(maxsplit=3)
+            names.add(name)
+            if kind == "histogram":
+                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+            if kind == "counter":
+                names.add(name if name.endswith("_total") else f"{name}_total")
+        elif line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
+async def test_every_metric_a_rule_or_panel_queries_is_exported_by_the_live_services(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    import shutil
+    import subprocess
+    import urllib.request
+
+    from tests.test_deploy import metric_names_used
+
+    keys = Keys(namespace)
+    env = worker_env(redis_url, namespace, archive, str(tmp_path / "out"))
+    dispatcher = start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    worker = start(services, "worker", "services.worker", env, tmp_path / "w.log")
+    autoscaler = start(
+        services, "autoscaler", "services.autoscaler",
+        env | {"CONVEYOR_AUTOSCALER_BACKEND": "dry-run", "CONVEYOR_POLL_INTERVAL_SECONDS": "0.5"},
+        tmp_path / "a.log",
+    )  # fmt: skip
+    await redis_client.rpush("jobProduct", item("water"), "{not json")
+
+    async def finished() -> bool:
+        return await finished_requests(redis_client, keys) == 1
+
+    await wait_until(finished, timeout=240)
+    for service in (dispatcher, worker, autoscaler):
+        await wait_ready(service)
+    await asyncio.sleep(6)  # a housekeeping round of gauges and a few autoscaler polls
+    pages = {}
+    for name, service in (("dispatcher", dispatcher), ("worker", worker), ("autoscaler", autoscaler)):
+        url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+        pages[name] = urllib.request.urlopen(url, timeout=5).read().decode()
+    exported = set().union(*(exposed_metric_names(page) for page in pages.values()))
+    missing = sorted(set(metric_names_used()) - exported)
+    assert not missing, f"queried by rules or dashboards but not exported: {missing}"
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run scripts/system-deps.sh"
+    for name, page in pages.items():
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=page, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"

@@ -22,13 +22,17 @@ class AutoscalerSettings(QueueSettings):
     poll_interval_seconds: float = Field(default=2.0, gt=0)
     backend: BackendName = Field(
         default="dry-run",
+        validation_alias=AliasChoices("CONVEYOR_AUTOSCALER_BACKEND", "CONVEYOR_BACKEND", "backend"),
         description="kubernetes (the worker Deployments' scale), local (worker processes on this "
         "host) or dry-run (decide and log only).",
     )
 
     # Kubernetes
     deployments: dict[str, str] = Field(
-        default_factory=lambda: {pool: f"conveyor-worker-{pool}" for pool in POOLS},
+        default_factory=lambda: {pool: f"worker-{pool}" for pool in POOLS},
+        validation_alias=AliasChoices(
+            "CONVEYOR_AUTOSCALER_DEPLOYMENTS", "CONVEYOR_DEPLOYMENTS", "deployments"
+        ),
         description="Deployment of each pool's workers (JSON object pool -> name).",
     )
     kubernetes_namespace: str = Field(
