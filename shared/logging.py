@@ -62,3 +62,6 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)
+    # Dask's own loggers announce every worker and connection at INFO.
+    for noisy in ("distributed", "dask", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
