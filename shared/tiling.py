@@ -1,10 +1,15 @@
 """The output grid: tiles of a regular grid in the output CRS, anchored at the CRS origin.
 
+A tile is clipped to the request's box; a clipped tile's id carries a short hash of its bounds
+(`x022y036-1a2b3c`), a whole tile's does not (`x022y036`).
+
 Anchoring at the origin (as odc-stats does) means two requests over neighbouring or overlapping
 areas use the same tiles and pixel grid, so their outputs line up.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from odc.geo import XY, geom
 from odc.geo.crs import CRS
@@ -53,9 +58,14 @@ def tile_areas(
         top = min(tile_bounds.top, _ceil_to(wanted.top, resolution))
         if right - left < resolution or top - bottom < resolution:
             continue
+        tile = f"x{ix:+04d}y{iy:+04d}".replace("+", "")
+        clipped = (left, bottom, right, top) != tuple(tile_bounds)
+        if clipped:
+            # Two requests over different parts of one tile must never share an output name.
+            tile += "-" + hashlib.sha256(repr((left, bottom, right, top)).encode()).hexdigest()[:6]
         areas.append(
             TileArea(
-                tile=f"x{ix:+04d}y{iy:+04d}".replace("+", ""),
+                tile=tile,
                 crs=str(CRS(output_crs)),
                 resolution=resolution,
                 left=left,

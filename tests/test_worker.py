@@ -389,3 +389,42 @@ async def test_every_metric_a_rule_or_panel_queries_is_exported_by_the_live_serv
             [promtool, "check", "metrics"], input=page, capture_output=True, text=True
         )
         assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+
+
+async def test_the_local_backend_scales_real_workers_down_without_losing_a_job(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    from services.autoscaler.backends.local import LocalProcessBackend
+
+    keys = Keys(namespace)
+    env = worker_env(redis_url, namespace, archive, str(tmp_path / "out"))
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    backend = LocalProcessBackend(environment=env, stop_grace_seconds=180)
+    try:
+        await backend.scale("product", 2)
+        assert await backend.current_replicas("product") == 2
+        boxes = [
+            (2130000.0 + 1500 * n, 3499700.0, 2131500.0 + 1500 * n, 3501200.0) for n in range(8)
+        ]
+        await redis_client.rpush("jobProduct", *(item("ndvi", box=box) for box in boxes))
+
+        async def some_done() -> bool:
+            return await finished_requests(redis_client, keys) >= 2
+
+        await wait_until(some_done, timeout=240)
+        await backend.scale("product", 1)  # SIGTERM to one busy worker: it drains
+
+        async def all_done() -> bool:
+            return await finished_requests(redis_client, keys) == len(boxes)
+
+        await wait_until(all_done, timeout=300)
+        assert await backend.current_replicas("product") == 1
+    finally:
+        await backend.close()
+    stopped = [worker.returncode for worker in backend.exited]
+    assert stopped and all(code == 0 for code in stopped)
+    jobs = await job_records(redis_client, keys)
+    assert len(jobs) == len(boxes)
+    assert {job["state"] for job in jobs} == {"done"}
+    assert await redis_client.xlen(keys.dead) == 0

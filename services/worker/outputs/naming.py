@@ -34,7 +34,8 @@ from odc.geo.crs import CRS
 
 from services.worker.outputs.spec import OutputSpec
 
-TILE_PARTS = re.compile(r"^(?P<x>x-?\d+)(?P<y>y-?\d+)$")
+# A tile clipped to a request's box carries a hash of its bounds: `x022y036-1a2b3c`.
+TILE_PARTS = re.compile(r"^(?P<x>x-?\d+)(?P<y>y-?\d+(?:-[0-9a-f]+)?)$")
 MATURITY = "final"
 BAND_EXTENSION = "tif"
 VECTOR_EXTENSION = "geojson"
