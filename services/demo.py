@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.embedded import EmbeddedValkey, free_port
+from shared.embedded import EmbeddedValkey, free_port, stop_embedded_servers
 from shared.keys import Keys
 from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
 
@@ -114,6 +114,7 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
     finally:
         _stop(processes)
         queue.stop()
+        stop_embedded_servers(state_dir / "postgres")
     return _report(results, output, console, logs)
 
 
