@@ -30,7 +30,9 @@ from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
 DEMO_TIMEOUT_SECONDS = 1800
 
 
-def _service(module: str, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+def _service(
+    module: str, env: dict[str, str], log_path: Path, *args: str
+) -> subprocess.Popen[bytes]:
     handle = log_path.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", module, *args], env=env, stdout=handle, stderr=subprocess.STDOUT
@@ -66,9 +68,7 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         archive = prepare_demo_archive(state_dir=state_dir, console=console)
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")
-        }
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
         env.update(
             CONVEYOR_REDIS_URL=queue_url,
             CONVEYOR_NAMESPACE=namespace,

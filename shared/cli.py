@@ -342,7 +342,6 @@ def stop(
 
 def _mount_optional_apps() -> None:
     from services.autoscaler.cli import autoscaler_app
-
     from shared.archive.cli import archive_app
 
     app.add_typer(archive_app, name="archive")

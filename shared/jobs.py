@@ -61,7 +61,7 @@ class Period(BaseModel):
 
 
 class ProductJob(BaseModel):
-    """A product for one tile and one period; its id is a hash of everything that shapes the output."""
+    """A product for one tile and one period; its id hashes everything that shapes the output."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -159,7 +159,8 @@ def scene_job(request: SceneRequest) -> SceneJob:
 def product_job(request: ProductRequest, area: TileArea, period: Period) -> ProductJob:
     naming_inputs = (request.naming, request.epsg4326_naming, request.bucket, request.prefix)
     job_id = stable_hash(
-        "product", request.request_id, request.job_code, request.product, area.model_dump(), period.model_dump(),
+        "product", request.request_id, request.job_code, request.product, area.model_dump(),
+        period.model_dump(),
         sorted(request.product_options().items()), naming_inputs,
     )  # fmt: skip
     return ProductJob(

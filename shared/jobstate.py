@@ -1,4 +1,4 @@
-"""Each job's and request's state, kept in Redis hashes so that `conveyor status`/`job` can show them.
+"""Each job's and request's state, in Redis hashes that `conveyor status` and `job` show.
 
 States: queued -> running -> done | nodata | skipped (already committed) | failed (will retry)
 -> dead (gave up). A request is finished when all of its jobs are.

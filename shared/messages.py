@@ -340,7 +340,8 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
             decoded = json.loads(raw)
         except (json.JSONDecodeError, TypeError) as error:
             raise InvalidRequest(
-                f"field {payload_fields[0]!r} is not valid JSON ({error}); expected one JSON object "
+                f"field {payload_fields[0]!r} is not valid JSON ({error}); "
+                "expected one JSON object "
                 'such as {"job_code": "geomedian", ...}'
             ) from None
         if not isinstance(decoded, dict):
@@ -357,7 +358,7 @@ def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
 def parse_request(
     body: Mapping[str, Any], *, strict_fields: bool = True
 ) -> tuple[Request, list[str]]:
-    """Validate a work item. Returns the request and the unknown fields ignored (non-strict mode)."""
+    """Validate a work item; returns the request and the unknown fields ignored (non-strict)."""
     if "in_scene" in body:
         model: type[ProductRequest] | type[SceneRequest] = SceneRequest
         known = _SCENE_FIELDS

@@ -78,7 +78,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class GroupStats:
-    """What `XINFO GROUPS` and `XLEN` say about one group; `lag` None means the server can't tell."""
+    """What `XINFO GROUPS` and `XLEN` say of one group; `lag` None: the server can't tell."""
 
     stream: str
     group: str

@@ -1,4 +1,4 @@
-"""Real servers for the test suite: Valkey, PostgreSQL and S3 (moto's server), started by the project."""
+"""Real servers for the tests: Valkey, PostgreSQL and S3 (moto's server), started by the project."""
 
 pytest_plugins = [
     "tests.fixtures.queue",

@@ -1,4 +1,4 @@
-"""The dispatcher against a real server: seed items, duplicates, crashes, two dispatchers, outages."""
+"""The dispatcher on a real server: seed items, duplicates, crashes, two dispatchers, outages."""
 
 from __future__ import annotations
 
@@ -371,3 +371,17 @@ async def test_a_job_code_no_product_serves_is_dead_lettered_naming_the_known_co
     assert "no product is registered for job_code 'mosaic'" in dead["error"]
     assert "geomedian" in dead["error"]
     assert await redis_client.xlen(keys.jobs("product")) == 1
+
+
+async def test_a_legacy_named_request_is_one_job_over_its_whole_box(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    service = dispatcher(redis_client, redis_url, namespace)
+    legacy = json.loads(SEED_PRODUCT_ITEM) | {"naming": "legacy"}
+    await redis_client.rpush("jobProduct", json.dumps(legacy))
+    await drain(service)
+    [job] = await jobs_in(redis_client, keys.jobs("product"))
+    assert isinstance(job, ProductJob)
+    assert job.area.bounds == (2130000.0, 3499680.0, 2233320.0, 3600300.0)
+    assert job.request_bounds == (2130000.0, 3499700.0, 2233300.0, 3600300.0)

@@ -1,4 +1,4 @@
-"""Work items: the original ones accepted as they are, anything else rejected with a usable reason."""
+"""Work items: the original ones accepted as they are, anything else rejected with a reason."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_a_missing_field_is_named() -> None:
 
 
 def test_an_item_that_is_neither_kind_says_what_it_expected() -> None:
-    with pytest.raises(InvalidRequest, match="neither job_code .* nor in_scene"):
+    with pytest.raises(InvalidRequest, match=r"neither job_code .* nor in_scene"):
         parse({"product": "ls8_usgs_sr_scene"})
 
 

@@ -71,11 +71,11 @@ async def tls_endpoint(redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[in
         finally:
             writer.close()
 
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         server_reader, server_writer = await asyncio.open_connection(host, int(port))
-        await asyncio.gather(
-            pipe(client_reader, server_writer), pipe(server_reader, client_writer)
-        )
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
     tls_port = server.sockets[0].getsockname()[1]
@@ -97,9 +97,7 @@ async def test_rediss_url_with_acl_user_and_ca_file_works_end_to_end(
     client = connect(settings.configured_redis_url() or "", settings)
     assert await client.execute_command("ACL", "WHOAMI") == "tlsuser"
     keys = Keys(namespace)
-    group = ConsumerGroup(
-        client, stream=keys.events, group="dispatcher", consumer="tls", keys=keys
-    )
+    group = ConsumerGroup(client, stream=keys.events, group="dispatcher", consumer="tls", keys=keys)
     await group.ensure()
     await client.xadd(keys.events, {"n": "1"})
     [delivery] = await group.read(1, 100)
@@ -112,6 +110,6 @@ async def test_an_untrusted_certificate_is_refused(tls_endpoint: tuple[int, Path
     tls_port, _ca_file = tls_endpoint
     settings = QueueSettings(redis_url=f"rediss://localhost:{tls_port}/0")  # type: ignore[arg-type]
     client = connect(settings.configured_redis_url() or "", settings)
-    with pytest.raises(Exception, match="(?i)certificate"):
+    with pytest.raises(Exception, match=r"(?i)certificate"):
         await client.ping()
     await client.aclose()

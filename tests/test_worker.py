@@ -24,7 +24,6 @@ from shared.keys import Keys
 from tests.archive_support import ArchiveFixture, build_archive
 from tests.processes import (
     ServiceProcess,
-    running_service,
     service_env,
     wait_ready,
     wait_until,
@@ -92,13 +91,14 @@ async def finished_requests(redis: aioredis.Redis, keys: Keys) -> int:
 
 
 async def job_records(redis: aioredis.Redis, keys: Keys) -> list[dict[str, str]]:
-    return [await redis.hgetall(keys.job(job_id)) for job_id in await redis.zrange(keys.job_index, 0, -1)]
+    return [
+        await redis.hgetall(keys.job(job_id))
+        for job_id in await redis.zrange(keys.job_index, 0, -1)
+    ]
 
 
 @pytest.fixture
-def services(
-    redis_url: str, namespace: str, tmp_path: Path
-) -> Iterator[dict[str, ServiceProcess]]:
+def services(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[dict[str, ServiceProcess]]:
     """Each test adds what it runs here; all are killed at the end whatever happened."""
     running: dict[str, ServiceProcess] = {}
     yield running
@@ -110,7 +110,9 @@ def start(
     services: dict[str, ServiceProcess], name: str, module: str, env: dict[str, str], log: Path,
     *args: str,
 ) -> ServiceProcess:  # fmt: skip
-    service = ServiceProcess(module, env | {"CONVEYOR_METRICS_PORT": str(free_port())}, list(args), log)
+    service = ServiceProcess(
+        module, env | {"CONVEYOR_METRICS_PORT": str(free_port())}, list(args), log
+    )
     services[name] = service
     return service
 
@@ -375,7 +377,11 @@ async def test_every_metric_a_rule_or_panel_queries_is_exported_by_the_live_serv
         await wait_ready(service)
     await asyncio.sleep(6)  # a housekeeping round of gauges and a few autoscaler polls
     pages = {}
-    for name, service in (("dispatcher", dispatcher), ("worker", worker), ("autoscaler", autoscaler)):
+    for name, service in (
+        ("dispatcher", dispatcher),
+        ("worker", worker),
+        ("autoscaler", autoscaler),
+    ):
         url = f"http://127.0.0.1:{service.metrics_port}/metrics"
         pages[name] = urllib.request.urlopen(url, timeout=5).read().decode()
     exported = set().union(*(exposed_metric_names(page) for page in pages.values()))

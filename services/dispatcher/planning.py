@@ -30,6 +30,12 @@ def plan_jobs(
         check(request)
     resolution = request.output_resolution
     size = tile_size if tile_size is not None else tile_size_pixels * resolution
-    areas = tile_areas(request.area_bounds, request.area_crs, request.output_crs, resolution, size)
+    if request.naming == "legacy":
+        # The original names carry the request's box, so the original made one output per box.
+        areas = [whole_area(request.area_bounds, request.area_crs, request.output_crs, resolution)]
+    else:
+        areas = tile_areas(
+            request.area_bounds, request.area_crs, request.output_crs, resolution, size
+        )
     periods = split_periods(request.time_from, request.time_to, request.time_step)
     return [product_job(request, area, period) for area in areas for period in periods]

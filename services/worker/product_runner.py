@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time as day_time, timezone
+from datetime import UTC, datetime
+from datetime import time as day_time
 from typing import Any
 
 import structlog
@@ -123,8 +124,11 @@ class ProductRunner:
             stages=stages,
             bytes_written=written.bytes_written,
             destination=destination.kind,
-            detail={"dataset_id": str(written.dataset_id), "metadata": written.metadata_url,
-                    "sources": str(len(datasets))},  # fmt: skip
+            detail={
+                "dataset_id": str(written.dataset_id),
+                "metadata": written.metadata_url,
+                "sources": str(len(datasets)),
+            },
         )
 
     def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
@@ -140,8 +144,8 @@ class ProductRunner:
         geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
         tile = geobox.extent
         latitudes = tile.to_crs("EPSG:4326").boundingbox
-        start = datetime.combine(job.period.start, day_time.min, tzinfo=timezone.utc)
-        end = datetime.combine(job.period.end, day_time.max, tzinfo=timezone.utc)
+        start = datetime.combine(job.period.start, day_time.min, tzinfo=UTC)
+        end = datetime.combine(job.period.end, day_time.max, tzinfo=UTC)
         candidates = self.datacube().find_datasets(
             product=job.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
         )
