@@ -153,10 +153,26 @@ def test_a_legacy_job_covering_the_whole_seed_request_gets_the_original_names() 
     assert layout.metadata_key == f"{SEED_PREFIX}/{SEED_STEM}_datacube-metadata.yaml"
 
 
-def test_legacy_jobs_split_into_tiles_are_named_after_their_tiles() -> None:
-    jobs = seed_jobs(tile_size=96_000, naming="legacy")
+def test_a_legacy_request_is_one_job_named_after_its_box_whatever_the_tile_size() -> None:
+    (job,) = seed_jobs(tile_size=96_000, naming="legacy")
 
-    keys = {layout_for(spec_for(job)).metadata_key for job in jobs}
+    assert layout_for(spec_for(job)).metadata_key == (
+        f"{SEED_PREFIX}/{SEED_STEM}_datacube-metadata.yaml"
+    )
+
+
+def test_legacy_naming_by_default_names_split_tiles_after_their_tiles() -> None:
+    jobs = seed_jobs(tile_size=96_000)
+
+    keys = {
+        layout_for(
+            output_spec_for_job(
+                job, product_name="ls8_geomedian", bands={"red": REFLECTANCE}, sources=SOURCES,
+                default_naming="legacy",
+            )
+        ).metadata_key
+        for job in jobs
+    }  # fmt: skip
 
     assert len(jobs) > 1
     assert len(keys) == len(jobs)
