@@ -53,6 +53,16 @@ async def serve(settings: WorkerSettings) -> None:
                     await close()
 
 
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM (and drains) if its supervisor is killed outright."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(settings: WorkerSettings) -> int:
     """Run `settings.processes` single-process workers and relay signals to them."""
     from shared.redis_connection import queue_url
@@ -71,7 +81,11 @@ def supervise(settings: WorkerSettings) -> int:
             CONVEYOR_METRICS_PORT=str(settings.metrics_port + index),
             CONVEYOR_REDIS_URL=url,
         )
-        children.append(subprocess.Popen([sys.executable, "-m", "services.worker"], env=env))
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.worker"], env=env, preexec_fn=_die_with_parent
+            )
+        )
 
     def relay(signum: int, _frame: object) -> None:
         for child in children:
