@@ -1,0 +1,60 @@
+"""A synthetic Landsat and Sentinel-2 archive, its ODC product definitions, and the datacube index.
+
+settings = DatacubeSettings()                       # CONVEYOR_DB_URL, datacube.conf, or embedded
+init_index(settings)
+datacube = open_datacube(settings)
+add_products(datacube)
+records = generate_archive("ls8_usgs_sr_scene", (2130000, 3499700, 2233300, 3600300),
+                           date(2019, 1, 1), date(2019, 12, 31), Path("archive"),
+                           crs="EPSG:3460")
+index_datasets(datacube, [record.metadata_path for record in records])
+expected = truth("ls8_usgs_sr_scene", records[0].solar_day, geobox)
+"""
+
+from shared.archive.catalogue import PRODUCTS, product_definition, product_definitions
+from shared.archive.demo import DemoArchive, prepare_demo_archive
+from shared.archive.index import (
+    DatacubeSettings,
+    IndexLocation,
+    IndexReport,
+    add_product_definition,
+    add_products,
+    index_datasets,
+    index_product_output,
+    init_index,
+    locate_index,
+    open_datacube,
+)
+from shared.archive.scene_files import CogOptions, SceneRecord
+from shared.archive.synthetic import (
+    Truth,
+    acquisition_days,
+    archive_grid,
+    generate_archive,
+    truth,
+)
+
+__all__ = [
+    "PRODUCTS",
+    "CogOptions",
+    "DatacubeSettings",
+    "DemoArchive",
+    "IndexLocation",
+    "IndexReport",
+    "SceneRecord",
+    "Truth",
+    "acquisition_days",
+    "add_product_definition",
+    "add_products",
+    "archive_grid",
+    "generate_archive",
+    "index_datasets",
+    "index_product_output",
+    "init_index",
+    "locate_index",
+    "open_datacube",
+    "prepare_demo_archive",
+    "product_definition",
+    "product_definitions",
+    "truth",
+]
