@@ -340,7 +340,8 @@ def stop(
         console.print(line)
 
 
-def _mount_optional_apps() -> None:
+def _mount_sub_apps() -> None:
+    # Imported here, after `app` exists: the sub-apps are plain typer apps of their own modules.
     from services.autoscaler.cli import autoscaler_app
     from shared.archive.cli import archive_app
 
@@ -348,7 +349,4 @@ def _mount_optional_apps() -> None:
     app.add_typer(autoscaler_app, name="autoscaler")
 
 
-try:
-    _mount_optional_apps()
-except ImportError:  # pragma: no cover - only while a part is being installed
-    pass
+_mount_sub_apps()
