@@ -66,7 +66,7 @@ return applied
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One stream entry handed to a consumer; `attempt` counts deliveries, from 1."""
 
@@ -140,6 +140,10 @@ class ConsumerGroup:
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.max_attempts = max_attempts
         self.service = service
+        # Reclaiming scans the pending list, so it runs on a timer well inside the lease rather
+        # than before every read.
+        self.reclaim_interval = min(lease_seconds / 4, 5.0)
+        self._next_reclaim_at = 0.0
         self._renew = redis.register_script(_RENEW_IF_OWNED)
         self._apply_once = redis.register_script(_APPLY_ONCE_THEN_ACK)
 
@@ -160,9 +164,12 @@ class ConsumerGroup:
 
         Entries past `max_attempts` are dead-lettered here and not returned.
         """
-        reclaimed = await self.reclaim(count)
-        if reclaimed:
-            return reclaimed
+        now = time.monotonic()
+        if now >= self._next_reclaim_at:
+            reclaimed = await self.reclaim(count)
+            if reclaimed:
+                return reclaimed
+            self._next_reclaim_at = now + self.reclaim_interval
         return await self.read_new(count, block_ms)
 
     async def read_new(self, count: int, block_ms: int | None) -> list[Delivery]:
@@ -223,12 +230,24 @@ class ConsumerGroup:
             )
         return deliveries
 
-    async def ack(self, entry_ids: Sequence[str]) -> None:
-        if not entry_ids:
+    async def ack(self, entries: Sequence[str | Delivery]) -> None:
+        """Acknowledge entries (ids or deliveries) in one round trip.
+
+        Only a redelivered entry can have a recorded error (`retry_later` records one and the
+        entry comes back with attempt >= 2), so first deliveries skip the HDEL.
+        """
+        if not entries:
             return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, *entry_ids)
-        pipe.hdel(self.errors_key, *entry_ids)
+        ids = [entry if isinstance(entry, str) else entry.entry_id for entry in entries]
+        retried = [
+            entry if isinstance(entry, str) else entry.entry_id
+            for entry in entries
+            if isinstance(entry, str) or entry.attempt > 1
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.stream, self.group, *ids)
+        if retried:
+            pipe.hdel(self.errors_key, *retried)
         await pipe.execute()
 
     async def renew(self, entry_ids: Sequence[str]) -> list[str]:

@@ -163,7 +163,7 @@ class Worker:
             job, state=outcome.state, stages=outcome.stages, outputs=outcome.outputs,
             extra=outcome.detail,
         )  # fmt: skip
-        await self.group.ack([delivery.entry_id])
+        await self.group.ack([delivery])
         bound.info("job finished", state=outcome.state, seconds=round(outcome.stages["total"], 3))
 
     async def _dead(self, delivery: Delivery, job: Job, reason: str, error: str) -> None:
