@@ -156,6 +156,16 @@ def generate_archive(
     if on_planned is not None:
         on_planned(len(plans))
     log.info("synthesising", product=product, scenes=len(plans), shape=tuple(grid.shape))
+    existing = [scene_document_path(spec, plan, out_dir, seed) for plan in plans]
+    if all(path.exists() for path in existing):
+        # Already synthesised: nothing to compute.
+        records = [
+            _existing_record(spec, plan, path) for plan, path in zip(plans, existing, strict=True)
+        ]
+        for record in records:
+            if on_scene is not None:
+                on_scene(record)
+        return records
     groups = measurement_groups(spec)
     grids = _Grids.of(grid, groups)
     # The ground does not change: computed once for the whole area, sliced per scene.
@@ -201,18 +211,21 @@ class SceneWriter:
         return _write_scene(self, plan)
 
 
+def scene_document_path(spec: ProductSpec, plan: ScenePlan, out_dir: Path, seed: int) -> Path:
+    """Where a scene's eo3 document goes: its presence means the scene is complete."""
+    label = plan.label
+    identifier = dataset_id(spec.name, label, plan.geobox, seed)
+    folder = f"{label}_{identifier.hex[:8]}"
+    day = plan.solar_day.isoformat()
+    return out_dir / spec.name / plan.region_code / day / folder / f"{label}.odc-metadata.yaml"
+
+
 def _write_scene(job: SceneWriter, plan: ScenePlan) -> SceneRecord:
     spec = job.spec
     label = plan.label
     identifier = dataset_id(spec.name, label, plan.geobox, job.seed)
-    folder = (
-        job.out_dir
-        / spec.name
-        / plan.region_code
-        / plan.solar_day.isoformat()
-        / f"{label}_{identifier.hex[:8]}"
-    )
-    metadata_path = folder / f"{label}.odc-metadata.yaml"
+    metadata_path = scene_document_path(spec, plan, job.out_dir, job.seed)
+    folder = metadata_path.parent
     if metadata_path.exists():
         return _existing_record(spec, plan, metadata_path)
     folder.mkdir(parents=True, exist_ok=True)
