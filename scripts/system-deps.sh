@@ -19,8 +19,16 @@ for command_name in "${!PACKAGE_OF[@]}"; do
     fi
 done
 
+# PostGIS for the `postgis` index driver test, where this machine has a PostgreSQL of its own.
+for pg_bin in /usr/lib/postgresql/*/bin; do
+    pg_major=$(basename "$(dirname "$pg_bin")")
+    if [ -d "$pg_bin" ] && ! dpkg -s "postgresql-${pg_major}-postgis-3" >/dev/null 2>&1; then
+        missing_packages+=("postgresql-${pg_major}-postgis-3")
+    fi
+done
+
 if [ "${#missing_packages[@]}" -eq 0 ]; then
-    echo "system-deps: kubectl and promtool already installed"
+    echo "system-deps: kubectl, promtool (and PostGIS where PostgreSQL is) already installed"
     exit 0
 fi
 
