@@ -15,6 +15,7 @@ A `ConsumerGroup` gives at-least-once delivery with leases:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -158,6 +159,20 @@ class ConsumerGroup:
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+
+    async def ensure_when_reachable(self, max_backoff_seconds: float = 5.0) -> None:
+        """`ensure`, retried with backoff while the server cannot be reached (service start-up)."""
+        from shared.redis_connection import TRANSIENT_ERRORS
+
+        backoff = 0.1
+        while True:
+            try:
+                await self.ensure()
+                return
+            except TRANSIENT_ERRORS as error:
+                log.warning("queue unavailable at start; retrying", error=str(error))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff_seconds)
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Entries to work on: stale ones reclaimed first, then new ones (blocking if none).

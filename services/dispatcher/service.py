@@ -25,6 +25,7 @@ from shared.errors import InvalidRequest
 from shared.jobs import encode_job
 from shared.jobstate import Command, queued_commands
 from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
+from shared.lifecycle import sleep_unless_stopped
 from shared.messages import ProductRequest, decode_fields, parse_request
 from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter, serve_metrics
 from shared.redis_connection import TRANSIENT_ERRORS
@@ -205,16 +206,13 @@ class Dispatcher:
             self.metrics.streams.pending.labels(stream=stream, group=group).set(stats.pending)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+        await sleep_unless_stopped(self.stopping, seconds)
 
     def stop(self) -> None:
         self.stopping.set()
 
     async def run(self, *, serve_http: bool = True) -> None:
-        await self._ensure_group()
+        await self.group.ensure_when_reachable()
         runner = None
         if serve_http:
             runner = await serve_metrics(
@@ -233,17 +231,6 @@ class Dispatcher:
             if runner is not None:
                 await runner.cleanup()
             log.info("dispatcher stopped", handled=self.handled)
-
-    async def _ensure_group(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.group.ensure()
-                return
-            except TRANSIENT_ERRORS as error:
-                log.warning("queue unavailable at start; retrying", error=str(error))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

@@ -26,6 +26,7 @@ from shared.errors import ConveyorError, InvalidRequest, NoData, Permanent
 from shared.jobs import Job, decode_job
 from shared.jobstate import JobStates
 from shared.keys import WORKER_GROUP, Keys
+from shared.lifecycle import sleep_unless_stopped
 from shared.metrics import dead_letter_counter, serve_metrics, stage_histogram
 from shared.redis_connection import TRANSIENT_ERRORS
 from shared.streams import ConsumerGroup, Delivery
@@ -273,24 +274,13 @@ class Worker:
                 log.warning("could not hand back; they will be reclaimed after the lease")
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+        await sleep_unless_stopped(self.stopping, seconds)
 
     def stop(self) -> None:
         self.stopping.set()
 
     async def run(self, *, serve_http: bool = True) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.group.ensure()
-                break
-            except TRANSIENT_ERRORS as error:
-                log.warning("queue unavailable at start; retrying", error=str(error))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await self.group.ensure_when_reachable()
         runner = None
         if serve_http:
             runner = await serve_metrics(
