@@ -94,16 +94,18 @@ class ProductRunner:
                     f"no {job.product} datasets between {job.period.start} and {job.period.end} "
                     f"over tile {job.area.tile}"
                 )
+            # Lazy: pixels are read as the computation consumes them, a few chunks at a time
+            # (persisting the cube first held all of it, and then its masked copy, at once). So
+            # "load" is finding the datasets and planning the read; reading counts as compute.
             cube = await asyncio.to_thread(self._load, job, datasets, product.measurements(sensor))
-            cube = (await self.compute.client()).persist(cube)
-            await _wait(cube)
             stages["load"] = time.monotonic() - started
 
             started = time.monotonic()
             lazy = product.compute(cube, sensor, job.options, self.context())
-            result = await self.compute.compute(lazy)
-            vectors = await asyncio.to_thread(product.vectors, result, job.options)
             del cube
+            result = await self.compute.compute(lazy)
+            del lazy
+            vectors = await asyncio.to_thread(product.vectors, result, job.options)
             stages["compute"] = time.monotonic() - started
 
             started = time.monotonic()
@@ -177,9 +179,3 @@ class ProductRunner:
 
     async def close(self) -> None:
         await self.compute.close()
-
-
-async def _wait(persisted: Any) -> None:
-    from distributed import wait
-
-    await wait(persisted)
