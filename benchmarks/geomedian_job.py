@@ -42,6 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
@@ -84,7 +85,7 @@ def tile_bounds(
     """
     edge = size * RESOLUTION
     if at is None:
-        left_edge, bottom_edge, right_edge, _top = SEED_BOX_EPSG3460
+        _left, bottom_edge, right_edge, _top = SEED_BOX_EPSG3460
         at = (math.floor(right_edge / edge) * edge - edge / 2, math.ceil(bottom_edge / edge) * edge)
     left = math.floor(at[0] / edge) * edge
     bottom = math.floor(at[1] / edge) * edge
@@ -117,6 +118,31 @@ class Servers:
     db_url: str
     redis_url: str
     valkey: Any
+
+
+@dataclass
+class Bench:
+    """What every run shares: servers, the tile, and the worker settings both sides use."""
+
+    servers: Servers
+    work: Path
+    bounds: tuple[float, float, float, float]
+    year: int
+    size: int
+    #: The worker's read chunk (its default unless `--chunk-pixels` sets it) and Dask threads.
+    chunk_pixels: int
+    chunk_pixels_given: bool
+    threads: int
+    #: Part of every output prefix, so that a kept workdir's earlier products are not found.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+
+def worker_defaults() -> tuple[int, int]:
+    """(default_chunk_pixels, dask_threads) of a worker started with no settings."""
+    from services.worker.settings import WorkerSettings
+
+    fields = WorkerSettings.model_fields
+    return int(fields["default_chunk_pixels"].default), int(fields["dask_threads"].default)
 
 
 def start_servers(root: Path) -> Servers:
@@ -298,21 +324,25 @@ class WorkerProcess:
         self._log.close()
 
 
-def worker_env(servers: Servers, output: Path) -> dict[str, str]:
+def worker_env(bench: Bench) -> dict[str, str]:
+    """The worker's environment: its defaults, but for where the queue, index and output are."""
     inherited = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("CONVEYOR_", "DASK_", "ODC_", "DATACUBE_"))
         and key not in ("REDIS_SERVICE_HOST",)
     }
-    return inherited | {
-        "CONVEYOR_REDIS_URL": servers.redis_url,
+    env = inherited | {
+        "CONVEYOR_REDIS_URL": bench.servers.redis_url,
         "CONVEYOR_NAMESPACE": NAMESPACE,
-        "CONVEYOR_DB_URL": servers.db_url,
-        "CONVEYOR_OUTPUT_URL": str(output),
+        "CONVEYOR_DB_URL": bench.servers.db_url,
+        "CONVEYOR_OUTPUT_URL": str(bench.work / "service-out"),
         "CONVEYOR_LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
     }
+    if bench.chunk_pixels_given:
+        env["CONVEYOR_DEFAULT_CHUNK_PIXELS"] = str(bench.chunk_pixels)
+    return env
 
 
 def queue_as_dispatcher(redis: Any, item: dict[str, str], size: int) -> tuple[str, float]:
@@ -330,7 +360,9 @@ def queue_as_dispatcher(redis: Any, item: dict[str, str], size: int) -> tuple[st
     if len(jobs) != 1 or not isinstance(jobs[0], ProductJob) or jobs[0].area.shape != (size, size):
         raise RuntimeError(f"expected one {size}x{size} tile job, planned {jobs}")
     job = jobs[0]
-    commands = [("XADD", keys.jobs(job.pool), "*", *encode_job(job).popitem())]
+    commands: list[Sequence[str | int | float]] = [
+        ("XADD", keys.jobs(job.pool), "*", *encode_job(job).popitem())
+    ]
     commands += queued_commands(keys, request, jobs, time.time())
     pipe = redis.pipeline(transaction=True)
     for command in commands:
@@ -391,21 +423,24 @@ def run_service_job(
     )
 
 
-def service_run(
-    servers: Servers, bounds: Sequence[float], year: int, size: int, label: str, work: Path
-) -> ServiceRun:
+def service_run(bench: Bench, label: str) -> ServiceRun:
+    """A fresh worker process; its start-up, then a first and a warm job (distinct prefixes)."""
     import redis as redis_sync
 
-    redis = redis_sync.Redis.from_url(servers.redis_url, decode_responses=True)
-    worker = WorkerProcess(worker_env(servers, work / "service-out"), work / f"worker-{label}.log")
+    redis = redis_sync.Redis.from_url(bench.servers.redis_url, decode_responses=True)
+    worker = WorkerProcess(worker_env(bench), bench.work / f"worker-{label}.log")
     try:
         startup = worker.wait_ready()
         idle_rss = rss_bytes(worker.pid)
-        first_item = work_item(bounds, year, f"bench/geomedian/{label}-first")
-        first = run_service_job(redis, worker, first_item, size)
+        first_item = work_item(
+            bench.bounds, bench.year, f"bench/geomedian/{bench.run_id}/{label}-first"
+        )
+        first = run_service_job(redis, worker, first_item, bench.size)
         was_reset = reset_peak_rss(worker.pid)
-        warm_item = work_item(bounds, year, f"bench/geomedian/{label}-warm")
-        warm = run_service_job(redis, worker, warm_item, size)
+        warm_item = work_item(
+            bench.bounds, bench.year, f"bench/geomedian/{bench.run_id}/{label}-warm"
+        )
+        warm = run_service_job(redis, worker, warm_item, bench.size)
     finally:
         worker.stop()
         redis.close()
@@ -427,16 +462,15 @@ class BareRun:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-def bare_run(servers: Servers, bounds: Sequence[float], year: int, out: Path) -> BareRun:
+def bare_run(bench: Bench, label: str) -> BareRun:
     """The bare script in its own process (so its peak RSS is its own)."""
-    from services.worker.settings import WorkerSettings
-
     spec = {
-        "db_url": servers.db_url,
-        "bounds": list(bounds),
-        "year": year,
-        "chunk_pixels": WorkerSettings().default_chunk_pixels,
-        "out": str(out),
+        "db_url": bench.servers.db_url,
+        "bounds": list(bench.bounds),
+        "year": bench.year,
+        "chunk_pixels": bench.chunk_pixels,
+        "threads": bench.threads,
+        "out": str(bench.work / "bare-out" / bench.run_id / label),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "ODC_", "DATACUBE_"))}
     started = time.perf_counter()
@@ -514,7 +548,10 @@ def bare_job(spec: dict[str, Any]) -> dict[str, Any]:
     for band in BANDS:
         good = good & (cube[band] != REFLECTANCE_NODATA)
     clean = keep_good_only(cube[list(BANDS)], good)
-    result = geomedian_with_mads(clean, **geomedian_settings()).compute()
+    # dask's threaded scheduler, with as many threads as the worker's Dask has.
+    result = geomedian_with_mads(clean, **geomedian_settings()).compute(
+        scheduler="threads", num_workers=spec["threads"]
+    )
     computed = time.perf_counter()
 
     out = Path(spec["out"])
@@ -583,85 +620,93 @@ def same_pixels(service_outputs: Sequence[str], bare_outputs: dict[str, str]) ->
 
 
 def best_median(values: Sequence[float]) -> str:
-    return f"best {min(values):8.2f}   median {statistics.median(values):8.2f}"
+    return f"best {min(values):7.2f}   median {statistics.median(values):7.2f}"
 
 
-def megabytes(value: float) -> str:
-    return f"{value / 2**20:7.0f} MiB"
+def mebibytes(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
 
 
-def report(size: int, scenes: int, services: list[ServiceRun], bares: list[BareRun]) -> None:
+def verdict(ratio: float, target: float) -> str:
+    return f"target <= {target}: {'met' if ratio <= target else 'MISSED'}"
+
+
+def report(bench: Bench, scenes: int, services: list[ServiceRun], bares: list[BareRun]) -> None:
     cube = bares[0].cube_bytes
     shape = bares[0].cube_shape
-    first = [run.first.seconds for run in services]
-    warm = [run.warm.seconds for run in services]
-    startup = [run.startup_seconds for run in services]
-    core = [run.core_seconds for run in bares]
-    process = [run.process_seconds for run in bares]
+    dates = shape.get("time")
+    chunk_source = "--chunk-pixels" if bench.chunk_pixels_given else "the worker's default"
     print(
-        f"geomedian_job: {size}x{size} px at 30 m, Landsat 8, {shape.get('time')} dates "
-        f"({scenes} scenes), {len(services)} repeats, {os.cpu_count()} cores"
+        f"geomedian_job: {bench.size}x{bench.size} px at 30 m {bench.bounds} EPSG:3460, "
+        f"Landsat 8 {bench.year}: {dates} dates ({scenes} scenes); {len(services)} repeats"
     )
     print(
-        f"  loaded cube: {len(BANDS) + 1} measurements x {shape.get('time')} x {shape.get('y')}"
-        f" x {shape.get('x')} x 2 bytes = {megabytes(cube).strip()}"
-    )
-    print("  seconds")
-    print(f"    service: worker start-up (spawn to /healthz)   {best_median(startup)}")
-    print(f"    service: first job in the process (queued to result) {best_median(first)}")
-    print(f"    service: warm job (queued to result)          {best_median(warm)}")
-    print(f"    bare: core (search, load, geomedian, COGs)     {best_median(core)}")
-    print(f"    bare: whole process (spawn to exit)            {best_median(process)}")
-    print(
-        f"    bare: imports                                  {best_median([b.import_seconds for b in bares])}"
-    )
-    median_warm = statistics.median(warm)
-    median_core = statistics.median(core)
-    warm_ratio = median_warm / median_core
-    best_ratio = min(warm) / min(core)
-    cold_ratio = statistics.median(
-        [run.startup_seconds + run.first.seconds for run in services]
-    ) / statistics.median(process)
-    print(
-        f"  wall time: warm job / bare core = {warm_ratio:.2f} (median), {best_ratio:.2f} (best)"
-        f"   target <= {TIME_TARGET}  {'met' if warm_ratio <= TIME_TARGET else 'MISSED'}"
+        f"  reads in {bench.chunk_pixels} px chunks ({chunk_source}), {bench.threads} Dask threads;"
+        f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end"
     )
     print(
-        f"  wall time with one-off costs: (start-up + first job) / bare process = {cold_ratio:.2f}"
-        f" (median)"
+        f"  loaded cube: {len(BANDS) + 1} measurements x {dates} x {shape.get('y')} x "
+        f"{shape.get('x')} x 2 bytes = {mebibytes(cube)}"
     )
-    stage_names = sorted({stage for run in services for stage in run.warm.stages})
-    stages = ", ".join(
-        f"{stage} {statistics.median(run.warm.stages.get(stage, 0.0) for run in services):.2f}"
-        for stage in stage_names
-    )
-    print(f"  service warm stages (median s): {stages}")
-    bare_stages = ", ".join(
-        f"{stage} {statistics.median(run.stages[stage] for run in bares):.2f}"
-        for stage in bares[0].stages
-    )
-    print(f"  bare stages (median s): {bare_stages}")
 
-    print("  peak RSS (and / cube bytes)")
+    warm = [run.warm.seconds for run in services]
+    core = [run.core_seconds for run in bares]
     rows = [
-        ("service: first job (VmHWM since start)", [run.first.peak_rss for run in services]),
-        ("service: warm job (VmHWM, reset before)", [run.warm.peak_rss for run in services]),
-        ("service: warm job (sampled process tree)", [run.warm.tree_peak_rss for run in services]),
-        ("service: idle worker after start-up", [run.idle_rss for run in services]),
-        ("bare script (ru_maxrss)", [run.peak_rss for run in bares]),
+        ("service: worker start-up (spawn to /healthz)", [r.startup_seconds for r in services]),
+        ("service: first job (queued to result)", [r.first.seconds for r in services]),
+        ("service: warm job (queued to result)", warm),
+        ("bare: core (search, load, geomedian, COGs)", core),
+        ("bare: imports", [r.import_seconds for r in bares]),
+        ("bare: whole process (spawn to exit)", [r.process_seconds for r in bares]),
     ]
+    print("  seconds")
     for label, values in rows:
-        worst = max(values)
-        print(f"    {label:44s} max {megabytes(worst)}  {worst / cube:5.2f}x")
-    service_peak = max(max(run.first.peak_rss, run.warm.peak_rss) for run in services)
-    memory_ratio = service_peak / cube
+        print(f"    {label:46s} {best_median(values)}")
+    stage_names = sorted({stage for run in services for stage in run.warm.stages} - {"total"})
+    stages = ", ".join(
+        f"{name} {statistics.median(run.warm.stages.get(name, 0.0) for run in services):.2f}"
+        for name in stage_names
+    )
+    bare_stages = ", ".join(
+        f"{name} {statistics.median(run.stages[name] for run in bares):.2f}"
+        for name in bares[0].stages
+    )
+    print(f"    service warm job's stages (median): {stages}")
+    print(f"    bare stages (median): {bare_stages}")
+    warm_ratio = statistics.median(warm) / statistics.median(core)
     print(
-        f"  peak memory: service / cube bytes = {memory_ratio:.2f}   target <= {MEMORY_TARGET}"
-        f"  {'met' if memory_ratio <= MEMORY_TARGET else 'MISSED'}"
-        f"   (bare {max(run.peak_rss for run in bares) / cube:.2f})"
+        f"  wall time, warm job / bare core: {warm_ratio:.2f} median, "
+        f"{min(warm) / min(core):.2f} best   ({verdict(warm_ratio, TIME_TARGET)})"
+    )
+    with_start = statistics.median(r.startup_seconds + r.first.seconds for r in services)
+    bare_process = statistics.median(r.process_seconds for r in bares)
+    print(
+        f"  wall time with the one-off costs, (start-up + first job) / bare process: "
+        f"{with_start / bare_process:.2f} median"
+    )
+
+    memory: list[tuple[str, list[int]]] = [
+        ("service: first job (VmHWM since spawn)", [r.first.peak_rss for r in services]),
+        ("service: warm job (VmHWM reset before it)", [r.warm.peak_rss for r in services]),
+        ("service: warm job (sampled process tree)", [r.warm.tree_peak_rss for r in services]),
+        ("service: idle worker after start-up", [r.idle_rss for r in services]),
+        ("service: before the warm job", [r.warm.rss_before for r in services]),
+        ("bare script (ru_maxrss)", [r.peak_rss for r in bares]),
+    ]
+    print("  peak RSS, worst of the repeats, and / cube bytes")
+    for label, peaks in memory:
+        print(f"    {label:46s} {mebibytes(max(peaks)):>9s}  {max(peaks) / cube:5.2f}x")
+    service_peak = max(
+        max(r.first.peak_rss, r.warm.peak_rss, r.warm.tree_peak_rss) for r in services
+    )
+    memory_ratio = service_peak / cube
+    bare_ratio = max(r.peak_rss for r in bares) / cube
+    print(
+        f"  peak memory / cube bytes: service {memory_ratio:.2f}, bare {bare_ratio:.2f}   "
+        f"({verdict(memory_ratio, MEMORY_TARGET)})"
     )
     if not all(run.peak_was_reset for run in services):
-        print("  note: VmHWM could not be reset; warm peaks include the first job's")
+        print("  note: VmHWM could not be reset here; warm peaks include the first job's")
 
 
 def main() -> None:
@@ -679,6 +724,13 @@ def main() -> None:
         default=None,
         help="EPSG:3460 point whose tile to use (default: the seed box's east-most tile).",
     )
+    parser.add_argument(
+        "--chunk-pixels",
+        type=int,
+        default=None,
+        help="Run the worker with CONVEYOR_DEFAULT_CHUNK_PIXELS set to this (default: unset, "
+        "the worker's own default); the bare script reads in the same chunks either way.",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="Kept afterwards if given.")
     parser.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -690,24 +742,35 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     # PostgreSQL runs as an unprivileged user: its data directory's parents must be traversable.
     work.chmod(0o755)
-    bounds = tile_bounds(arguments.size, tuple(arguments.at) if arguments.at else None)
+    default_chunk, threads = worker_defaults()
     servers = start_servers(work / "state")
+    bench = Bench(
+        servers=servers,
+        work=work,
+        bounds=tile_bounds(arguments.size, tuple(arguments.at) if arguments.at else None),
+        year=arguments.year,
+        size=arguments.size,
+        chunk_pixels=arguments.chunk_pixels or default_chunk,
+        chunk_pixels_given=arguments.chunk_pixels is not None,
+        threads=threads,
+    )
     try:
         started = time.perf_counter()
-        scenes = build_archive(servers.db_url, work / "archive", bounds, arguments.year)
-        print(
-            f"archive: {scenes} scenes over {bounds} in {time.perf_counter() - started:.1f} s",
-            file=sys.stderr,
-        )
+        scenes = build_archive(servers.db_url, work / "archive", bench.bounds, bench.year)
+        seconds = time.perf_counter() - started
+        print(f"archive: {scenes} scenes over {bench.bounds} in {seconds:.1f} s", file=sys.stderr)
         services: list[ServiceRun] = []
         bares: list[BareRun] = []
         for repeat in range(arguments.repeats):
-            bare = bare_run(servers, bounds, arguments.year, work / "bare-out" / str(repeat))
-            bares.append(bare)
-            service = service_run(
-                servers, bounds, arguments.year, arguments.size, f"run{repeat}", work
-            )
+            # Alternate which goes first, so that drift in the machine's load hits both alike.
+            if repeat % 2:
+                service = service_run(bench, f"run{repeat}")
+                bare = bare_run(bench, f"run{repeat}")
+            else:
+                bare = bare_run(bench, f"run{repeat}")
+                service = service_run(bench, f"run{repeat}")
             services.append(service)
+            bares.append(bare)
             differing = same_pixels(service.warm.outputs, bare.outputs)
             print(
                 f"repeat {repeat}: service first {service.first.seconds:.2f} s, warm "
@@ -715,7 +778,7 @@ def main() -> None:
                 f"outputs {'identical' if not differing else 'DIFFER in ' + ', '.join(differing)}",
                 file=sys.stderr,
             )
-        report(arguments.size, scenes, services, bares)
+        report(bench, scenes, services, bares)
     finally:
         stop_servers(servers)
         if arguments.workdir is None:
