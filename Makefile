@@ -27,8 +27,8 @@ test: setup system-deps
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check shared services tests benchmarks
-	$(BIN)/ruff format --check shared services tests benchmarks
+	$(BIN)/ruff check shared services devtools tests benchmarks
+	$(BIN)/ruff format --check shared services devtools tests benchmarks
 	$(BIN)/mypy shared services
 
 bench: setup

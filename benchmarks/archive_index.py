@@ -22,7 +22,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.archive import (
+from devtools.archive import (
     DatacubeSettings,
     add_products,
     generate_archive,

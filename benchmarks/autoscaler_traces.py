@@ -30,14 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from services.autoscaler.plot import plot_comparison  # noqa: E402
 from services.autoscaler.policy import ScalingPolicy  # noqa: E402
-from services.autoscaler.simulator import (  # noqa: E402
+from services.autoscaler.simulation.plot import plot_comparison  # noqa: E402
+from services.autoscaler.simulation.simulator import (  # noqa: E402
     Comparison,
     SimulationSettings,
     compare,
 )
-from services.autoscaler.traces import BUILTIN_TRACES, load_trace  # noqa: E402
+from services.autoscaler.simulation.traces import BUILTIN_TRACES, load_trace  # noqa: E402
 
 WORKER_SECONDS_TARGET = 1.15
 OUTPUT = REPO / "docs" / "autoscaler"

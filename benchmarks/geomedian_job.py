@@ -163,7 +163,7 @@ def stop_servers(servers: Servers) -> None:
 
 def build_archive(db_url: str, folder: Path, bounds: Sequence[float], year: int) -> int:
     """Synthesise and index the year's scenes over the tile (and a margin); returns scenes."""
-    from shared.archive import (
+    from devtools.archive import (
         DatacubeSettings,
         add_products,
         generate_archive,
@@ -512,7 +512,7 @@ def bare_job(spec: dict[str, Any]) -> dict[str, Any]:
     from odc.geo.geobox import GeoBox
 
     from services.worker.products.geomedian import geomedian_settings
-    from shared.archive.index import DatacubeSettings, open_datacube
+    from shared.datacube import DatacubeSettings, open_datacube
 
     started = time.perf_counter()
     datacube = open_datacube(DatacubeSettings(db_url=spec["db_url"]))

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.messages import TIME_STEP, ProductRequest, SceneRequest
+from shared.messages import ProductRequest, SceneRequest
+from shared.options import TIME_STEP
 
 JOB_FIELD = "job"
 

@@ -23,25 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from shared.catalogue import INPUT_PRODUCTS
 from shared.errors import InvalidRequest
+from shared.options import TIME_STEP
 
-KNOWN_PRODUCTS: tuple[str, ...] = (
-    "ls5_usgs_sr_scene",
-    "ls7_usgs_sr_scene",
-    "ls8_usgs_sr_scene",
-    "s2_esa_sr_granule",
-)
-DEFAULT_RESOLUTION: dict[str, float] = {
-    "ls5_usgs_sr_scene": 30.0,
-    "ls7_usgs_sr_scene": 30.0,
-    "ls8_usgs_sr_scene": 30.0,
-    "s2_esa_sr_granule": 10.0,
-}
+KNOWN_PRODUCTS: tuple[str, ...] = tuple(INPUT_PRODUCTS)
 SENTINEL2_SCENE = re.compile(
     r"^S2[ABCD]_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})"
     r"_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<discriminator>\d{8}T\d{6})$"
 )
-TIME_STEP = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[YMWD])$")
 PAYLOAD_FIELDS = ("payload", "json", "data", "body")
 META_PREFIX = "_"
 
@@ -258,7 +248,9 @@ class ProductRequest(_Request):
 
     @property
     def output_resolution(self) -> float:
-        return self.resolution if self.resolution is not None else DEFAULT_RESOLUTION[self.product]
+        if self.resolution is not None:
+            return self.resolution
+        return INPUT_PRODUCTS[self.product].resolution
 
     def dask_chunks(self) -> dict[str, int]:
         """Chunks for `dc.load` from the original fields; the worker fills in its defaults."""

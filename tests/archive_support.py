@@ -7,14 +7,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from shared.archive.index import (
+from devtools.archive.synthetic import generate_archive
+from shared.datacube import (
     DatacubeSettings,
     add_products,
     index_datasets,
     init_index,
     open_datacube,
 )
-from shared.archive.synthetic import generate_archive
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.archive.cli import archive_app
+from services.cli.archive import archive_app
 
 BOX = ["2166000", "3581000", "2172000", "3587000"]
 

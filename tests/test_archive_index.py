@@ -18,7 +18,7 @@ from datacube.utils.masking import make_mask
 from odc.geo.geom import BoundingBox
 from pydantic import SecretStr
 
-from shared.archive import (
+from devtools.archive import (
     DatacubeSettings,
     SceneRecord,
     add_products,

@@ -8,7 +8,7 @@ import xarray as xr
 from datacube.model import Product
 from datacube.utils.masking import make_mask
 
-from shared.archive import PRODUCTS, product_definition
+from devtools.archive import PRODUCTS, product_definition
 from shared.errors import InvalidRequest
 
 LANDSAT = ("ls5_usgs_sr_scene", "ls7_usgs_sr_scene", "ls8_usgs_sr_scene")

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 from rio_cogeo.cogeo import cog_validate
 
-from shared.archive import SceneRecord, acquisition_days, archive_grid, generate_archive, truth
-from shared.archive.landcover import Cover
-from shared.archive.render import QA_FILL
+from devtools.archive import SceneRecord, acquisition_days, archive_grid, generate_archive, truth
+from devtools.archive.landcover import Cover
+from devtools.archive.render import QA_FILL
 from shared.errors import InvalidRequest
 
 # A 9 km box inside the seed's Fiji box: sea, islands, clouds, and a WRS-2 row edge.

@@ -25,6 +25,14 @@ from odc.geo.geobox import GeoBox
 from rio_cogeo.cogeo import cog_validate
 from stac_pydantic import Item
 
+from devtools.archive.catalogue import product_definition
+from devtools.archive.safe import (
+    SEED_SCENE_NAME,
+    SyntheticScene,
+    variant_name,
+    write_safe,
+    zip_safe,
+)
 from services.worker.ard.errors import (
     BadSceneRequest,
     CorruptScene,
@@ -36,15 +44,7 @@ from services.worker.ard.metadata import ard_dataset_id
 from services.worker.ard.runner import SceneRunner
 from services.worker.outputs.settings import S3Settings
 from services.worker.settings import WorkerSettings
-from shared.archive.catalogue import product_definition
-from shared.archive.index import DatacubeSettings, add_products, init_index, open_datacube
-from shared.archive.safe import (
-    SEED_SCENE_NAME,
-    SyntheticScene,
-    variant_name,
-    write_safe,
-    zip_safe,
-)
+from shared.datacube import DatacubeSettings, add_products, init_index, open_datacube
 from shared.errors import InvalidRequest, Permanent
 from shared.jobs import SceneJob, scene_job
 from shared.messages import SceneRequest, parse_request
@@ -360,7 +360,7 @@ def stand_in_sen2cor(folder: Path) -> Path:
             import sys
             from pathlib import Path
             sys.path.insert(0, {str(REPO)!r})
-            from shared.archive.safe import variant_name, write_safe
+            from devtools.archive.safe import variant_name, write_safe
             l1c, output = Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--output_dir") + 1])
             name = variant_name(l1c.name.removesuffix(".SAFE"), level="L2A", baseline="9999",
                                 discriminator="20240101T000000")

@@ -11,6 +11,13 @@ import rasterio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools.archive.safe import (
+    SEED_SCENE_NAME,
+    digital_numbers,
+    prepare_demo_scene,
+    write_safe,
+    zip_safe,
+)
 from services.worker.ard.bands import CLOUD_MASK_CODES, cloud_mask, ndvi, to_reflectance
 from services.worker.ard.errors import BadSceneRequest, CorruptScene
 from services.worker.ard.fetch import unpack_zip
@@ -19,13 +26,6 @@ from services.worker.ard.runner import output_folder
 from services.worker.ard.safe import L2A_BANDS, read_safe
 from services.worker.ard.scratch import scratch_directory
 from services.worker.settings import WorkerSettings
-from shared.archive.safe import (
-    SEED_SCENE_NAME,
-    digital_numbers,
-    prepare_demo_scene,
-    write_safe,
-    zip_safe,
-)
 
 OFFSET_SCENE = "S2B_MSIL2A_20230105T235741_N0509_R030_T56LRR_20230105T014708"
 

@@ -15,8 +15,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from odc.geo.geobox import GeoBox
 
+from devtools.archive.safe import SEED_SCENE_NAME, write_safe
 from services.worker.ard.metadata import ard_dataset_id
-from shared.archive.safe import SEED_SCENE_NAME, write_safe
 from shared.embedded import free_port
 from shared.jobs import scene_job
 from shared.keys import WORKER_GROUP, Keys

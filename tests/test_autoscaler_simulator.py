@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.autoscaler.cli import autoscaler_app
-from services.autoscaler.keda_hpa import KedaHpaSettings
 from services.autoscaler.policy import ScalingPolicy
-from services.autoscaler.simulator import (
+from services.autoscaler.simulation.keda_hpa import KedaHpaSettings
+from services.autoscaler.simulation.simulator import (
     KedaHpaController,
     PolicyController,
     SimulationSettings,
@@ -20,7 +19,8 @@ from services.autoscaler.simulator import (
     oracle_summary,
     simulate,
 )
-from services.autoscaler.traces import Trace, load_trace
+from services.autoscaler.simulation.traces import Trace, load_trace
+from services.cli.autoscaler import autoscaler_app
 
 
 def long_jobs_trace() -> Trace:

@@ -11,8 +11,8 @@ import redis
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
+from services.cli.app import app
 from services.dispatcher.service import Dispatcher
-from shared.cli import app
 from shared.config import DispatcherSettings
 from shared.keys import Keys
 from shared.seed import SEED_PRODUCT_ITEM

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.worker.products import TideRange, parse_tide_range, parse_time_step
-from services.worker.products.options import check_known_options, parse_number
 from shared.errors import InvalidRequest
+from shared.options import check_known_options, parse_number
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 

@@ -2,9 +2,54 @@
 
 from __future__ import annotations
 
-import typer
+import asyncio
+from typing import Annotated, Any
 
-from services.autoscaler.cli import run
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from services.autoscaler.settings import AutoscalerSettings
+from shared.logging import configure_logging
+
+console = Console(stderr=True)
+
+
+def settings_from(**overrides: Any) -> AutoscalerSettings:
+    """The environment's settings with the given overrides; invalid ones end the command."""
+    try:
+        return AutoscalerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "settings"
+            console.print(f"[red]invalid setting[/] {where}: {problem['msg']}")
+        raise typer.Exit(2) from None
+
+
+def main(
+    backend: Annotated[
+        str | None, typer.Option(help="kubernetes, local or dry-run (default: $CONVEYOR_BACKEND).")
+    ] = None,
+    pool: Annotated[
+        list[str] | None, typer.Option("--pool", help="Pool to scale (repeat); default all.")
+    ] = None,
+    poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls (2).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (9103).")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="Upper bound per pool (20).")] = None,
+) -> None:
+    """Run the autoscaler service until SIGTERM (same as `python -m services.autoscaler`)."""
+    from services.autoscaler.service import serve
+
+    settings = settings_from(
+        backend=backend,
+        pools=pool or None,
+        poll_interval_seconds=poll_interval,
+        metrics_port=metrics_port,
+        max_replicas=max_replicas,
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve(settings))
+
 
 if __name__ == "__main__":
-    typer.run(run)
+    typer.run(main)

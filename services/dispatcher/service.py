@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.dispatcher.bridge import LegacyBridge
 from services.dispatcher.planning import RequestCheck, plan_jobs
+from shared.catalogue import check_request
 from shared.config import DispatcherSettings
 from shared.errors import InvalidRequest
 from shared.jobs import encode_job
@@ -62,15 +63,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def product_plugin_check() -> RequestCheck:
-    """The worker's product registry, so an unservable job code never reaches a worker."""
-    from services.worker.products import get_product, sensor_for
-
-    def check(request: ProductRequest) -> None:
-        product = get_product(request.job_code)
-        product.check(sensor_for(request.product), request.product_options())
-
-    return check
+def catalogue_check(request: ProductRequest) -> None:
+    """The product contract, so an unservable job code or option never reaches a worker."""
+    check_request(request.job_code, request.product, request.product_options())
 
 
 class Dispatcher:
@@ -88,7 +83,7 @@ class Dispatcher:
         self.keys = Keys(settings.namespace)
         self.consumer = settings.consumer_name or default_consumer_name()
         self.metrics = DispatcherMetrics(registry or CollectorRegistry())
-        self.check = check if check is not None else product_plugin_check()
+        self.check = check if check is not None else catalogue_check
         self.clock = clock
         self.group = ConsumerGroup(
             redis,

@@ -28,6 +28,7 @@ from services.worker.outputs import (
 from services.worker.products import ProductContext, get_product, sensor_for
 from services.worker.service import JobOutcome
 from services.worker.settings import WorkerSettings
+from shared.catalogue import short_name
 from shared.errors import NoData, Permanent
 from shared.jobs import Job, ProductJob
 
@@ -36,9 +37,7 @@ log = structlog.get_logger(__name__)
 
 def output_product_name(job: ProductJob) -> str:
     """e.g. `ls8_geomedian`: the sensor of the inputs and the job code, as the original named it."""
-    short = {"ls5_usgs_sr_scene": "ls5", "ls7_usgs_sr_scene": "ls7", "ls8_usgs_sr_scene": "ls8",
-             "s2_esa_sr_granule": "s2"}.get(job.product, job.product.split("_")[0])  # fmt: skip
-    return f"{short}_{job.job_code}"
+    return f"{short_name(job.product)}_{job.job_code}"
 
 
 class ProductRunner:
@@ -51,7 +50,7 @@ class ProductRunner:
 
     def datacube(self) -> Any:
         if self._datacube is None:
-            from shared.archive.index import DatacubeSettings, open_datacube
+            from shared.datacube import DatacubeSettings, open_datacube
 
             self._datacube = open_datacube(DatacubeSettings())
         return self._datacube
@@ -173,7 +172,7 @@ class ProductRunner:
         )
 
     def _index_output(self, definition: Mapping[str, Any], metadata_url: str) -> None:
-        from shared.archive.index import index_product_output
+        from shared.datacube import index_product_output
 
         index_product_output(self.datacube(), definition, metadata_url)
 

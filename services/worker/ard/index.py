@@ -48,7 +48,7 @@ class SceneIndexer:
             raise Permanent(
                 f"the datacube has no product {product!r}: add it with "
                 "`conveyor archive add-products` (or `datacube product add` with "
-                f"shared/archive/products/{product}.yaml)"
+                f"shared/odc_products/{product}.yaml)"
             )
         resolver = Doc2Dataset(index, products=[product], skip_lineage=True, verify_lineage=False)
         dataset, error = resolver(document, uri)
@@ -70,7 +70,7 @@ class SceneIndexer:
 
 
 def _open_configured_datacube() -> Any:
-    from shared.archive.index import DatacubeSettings, open_datacube
+    from shared.datacube import DatacubeSettings, open_datacube
 
     return open_datacube(DatacubeSettings())
 

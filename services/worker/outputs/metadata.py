@@ -26,6 +26,7 @@ from services.worker.outputs.cog import COG_MEDIA_TYPE
 from services.worker.outputs.identity import source_uuids
 from services.worker.outputs.naming import ProductLayout, basename
 from services.worker.outputs.spec import BandSpec, OutputSpec
+from shared.catalogue import INPUT_PRODUCTS
 
 EO3_SCHEMA = "https://schemas.opendatacube.org/dataset"
 GEOJSON_MEDIA_TYPE = "application/geo+json"
@@ -34,10 +35,7 @@ LINEAGE_CLASSIFIER = "inputs"
 
 # (eo:platform, eo:instrument) as eo3 spells them, by the ODC product the outputs came from.
 PLATFORMS: dict[str, tuple[str, str]] = {
-    "ls5_usgs_sr_scene": ("landsat-5", "TM"),
-    "ls7_usgs_sr_scene": ("landsat-7", "ETM"),
-    "ls8_usgs_sr_scene": ("landsat-8", "OLI_TIRS"),
-    "s2_esa_sr_granule": ("sentinel-2a,sentinel-2b", "MSI"),
+    name: (product.platform, product.instrument) for name, product in INPUT_PRODUCTS.items()
 }
 
 # STAC eo common band names, where our band names have one.

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from odc.geo.crs import CRS
 
 from services.worker.outputs.spec import OutputSpec
+from shared.catalogue import INPUT_PRODUCTS
 
 # A tile clipped to a request's box carries a hash of its bounds: `x022y036-1a2b3c`.
 TILE_PARTS = re.compile(r"^(?P<x>x-?\d+)(?P<y>y-?\d+(?:-[0-9a-f]+)?)$")
@@ -78,6 +79,9 @@ def tile_path(tile: str) -> str:
 
 def sensor_short_name(source_product: str) -> str:
     """The original worker's rule: `ls8_usgs_sr_scene` -> `ls8`, `s2_esa_sr_granule` -> `s2`."""
+    known = INPUT_PRODUCTS.get(source_product)
+    if known is not None:
+        return known.short_name
     return source_product[:3] if source_product.startswith("ls") else source_product[:2]
 
 

@@ -22,9 +22,9 @@ from services.worker.products.base import (
     register,
     registry,
 )
-from services.worker.products.options import TideRange, parse_tide_range, parse_time_step
-from services.worker.products.sensors import CANONICAL_BANDS, SENSORS, Sensor, sensor_for
 from services.worker.products.tides import TideTable
+from shared.catalogue import CANONICAL_BANDS, SENSORS, Sensor, sensor_for
+from shared.options import TideRange, parse_tide_range, parse_time_step
 
 __all__ = [
     "CANONICAL_BANDS",

@@ -25,10 +25,10 @@ import numpy as np
 import xarray as xr
 from odc.geo.xr import xr_coords
 
-from services.worker.products.options import check_known_options
-from services.worker.products.sensors import Sensor
 from services.worker.products.tides import TideTable
+from shared.catalogue import JOB_CODES, Sensor, check_plugin
 from shared.errors import InvalidRequest
+from shared.options import check_known_options
 
 Resampling = Literal["nearest", "average", "mode", "bilinear", "cubic"]
 
@@ -86,7 +86,14 @@ class Product(ABC):
         return [*(sensor.measurement(band) for band in self.inputs), sensor.mask_band]
 
     def check(self, sensor: Sensor, options: Mapping[str, str]) -> None:
-        """Raise InvalidRequest, with a reason, if this product cannot serve `sensor`, `options`."""
+        """Raise InvalidRequest, with a reason, if this product cannot serve `sensor`, `options`.
+
+        The catalogue's entry decides for the products it lists, as the dispatcher does.
+        """
+        entry = JOB_CODES.get(self.job_code)
+        if entry is not None:
+            entry.check(sensor, options)
+            return
         missing = [band for band in self.inputs if band not in sensor.bands]
         if missing:
             raise InvalidRequest(
@@ -144,6 +151,7 @@ def register(job_code: str) -> Callable[[ProductClass], ProductClass]:
     def add(product_class: ProductClass) -> ProductClass:
         if job_code in registry:
             raise ValueError(f"job_code {job_code!r} is registered already")
+        check_plugin(job_code, product_class.inputs, product_class.accepted_options)
         product_class.job_code = job_code
         registry[job_code] = product_class()
         return product_class

@@ -29,7 +29,7 @@ from odc.algo import keep_good_only
 from services.worker.products.base import OutputBand, Product, ProductContext, register
 from services.worker.products.geomedian import COMPOSITE_BANDS, clear_composite
 from services.worker.products.observations import reflectance, usable
-from services.worker.products.sensors import Sensor
+from shared.catalogue import Sensor
 
 UNMIXING_BANDS: tuple[str, ...] = ("green", "red", "nir", "swir1", "swir2")
 #: A pixel whose clear observations were water more often than this is not land.

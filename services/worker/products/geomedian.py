@@ -22,7 +22,7 @@ from services.worker.products.observations import (
     REFLECTANCE_SCALE,
     clean_reflectance,
 )
-from services.worker.products.sensors import Sensor
+from shared.catalogue import Sensor
 
 COMPOSITE_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
 #: Pixels per side of the pieces geomad works on (odc-stats' default for Landsat).

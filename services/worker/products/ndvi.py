@@ -23,7 +23,7 @@ from services.worker.products.observations import (
     reduce_time,
     reflectance_float,
 )
-from services.worker.products.sensors import Sensor
+from shared.catalogue import Sensor
 
 COUNT_NODATA = -999
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import xarray as xr
 from odc.algo import keep_good_only, to_float
 
-from services.worker.products.sensors import Sensor
+from shared.catalogue import Sensor
 
 REFLECTANCE_DTYPE = "int16"
 REFLECTANCE_NODATA = -9999

@@ -33,10 +33,10 @@ from services.worker.products.observations import (
     reduce_time,
     reflectance_float,
 )
-from services.worker.products.options import TIDE_OPTIONS, TideRange, parse_tide_range
-from services.worker.products.sensors import Sensor
 from services.worker.products.tides import TideTable
+from shared.catalogue import Sensor
 from shared.errors import NoData, Permanent
+from shared.options import TIDE_OPTIONS, TideRange, parse_tide_range
 
 log = structlog.get_logger(__name__)
 
@@ -122,10 +122,6 @@ class Shoreline(Product):
         }
     )
     accepted_options = TIDE_OPTIONS
-
-    def check(self, sensor: Sensor, options: Mapping[str, str]) -> None:
-        super().check(sensor, options)
-        parse_tide_range(options)
 
     def compute(
         self,

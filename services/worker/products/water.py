@@ -19,7 +19,7 @@ from types import MappingProxyType
 import xarray as xr
 
 from services.worker.products.base import OutputBand, Product, ProductContext, register
-from services.worker.products.sensors import Sensor
+from shared.catalogue import Sensor
 
 COUNT_NODATA = -999
 

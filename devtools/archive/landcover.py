@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from odc.geo import CRS
 
-from shared.archive.catalogue import LANDSAT_BANDS, SENTINEL2_BANDS
-from shared.archive.noise import (
+from devtools.archive.catalogue import LANDSAT_BANDS, SENTINEL2_BANDS
+from devtools.archive.noise import (
     Field,
     Floats,
     evaluate,

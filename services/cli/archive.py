@@ -6,7 +6,7 @@
         --crs EPSG:3460 --time-from 2019-01-01 --time-to 2019-12-31 --out-dir archive
     conveyor archive index archive/
 
-Every command is idempotent. The index is found as `shared.archive.index` describes
+Every command is idempotent. The index is found as `shared.datacube` describes
 (CONVEYOR_DB_URL, datacube's own configuration, or the embedded PostgreSQL).
 """
 
@@ -22,9 +22,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.archive.catalogue import PRODUCTS
-from shared.archive.demo import prepare_demo_archive
-from shared.archive.index import (
+from devtools.archive.catalogue import PRODUCTS
+from devtools.archive.demo import prepare_demo_archive
+from devtools.archive.synthetic import DEFAULT_SEED, generate_archive
+from shared.datacube import (
     DatacubeSettings,
     add_products,
     index_datasets,
@@ -32,7 +33,6 @@ from shared.archive.index import (
     locate_index,
     open_location,
 )
-from shared.archive.synthetic import DEFAULT_SEED, generate_archive
 from shared.errors import ConveyorError
 
 archive_app = typer.Typer(

@@ -15,7 +15,14 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
-from shared.archive.noise import Field, Floats, fractal_noise, stable_key, unit_scalar, value_noise
+from devtools.archive.noise import (
+    Field,
+    Floats,
+    fractal_noise,
+    stable_key,
+    unit_scalar,
+    value_noise,
+)
 
 CLOUD_CELL_M = 14_000.0
 CIRRUS_CELL_M = 20_000.0

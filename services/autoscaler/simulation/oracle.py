@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from services.autoscaler.traces import Trace
+from services.autoscaler.simulation.traces import Trace
 
 
 @dataclass(frozen=True)

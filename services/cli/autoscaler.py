@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from services.autoscaler.settings import AutoscalerSettings
-from services.autoscaler.simulator import Comparison, SimulationSettings, StopOrder, compare
-from services.autoscaler.traces import BUILTIN_TRACES, load_trace
-from shared.logging import configure_logging
+from services.autoscaler.__main__ import main as service_main
+from services.autoscaler.__main__ import settings_from
+from services.autoscaler.simulation.simulator import (
+    Comparison,
+    SimulationSettings,
+    StopOrder,
+    compare,
+)
+from services.autoscaler.simulation.traces import BUILTIN_TRACES, load_trace
 
 autoscaler_app = typer.Typer(
     help="Scale worker pools from stream lag; replay traces against KEDA+HPA.",
@@ -26,40 +29,7 @@ autoscaler_app = typer.Typer(
 console = Console()
 
 
-def _settings(**overrides: Any) -> AutoscalerSettings:
-    try:
-        return AutoscalerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as error:
-        for problem in error.errors():
-            where = ".".join(str(part) for part in problem["loc"]) or "settings"
-            console.print(f"[red]invalid setting[/] {where}: {problem['msg']}")
-        raise typer.Exit(2) from None
-
-
-@autoscaler_app.command()
-def run(
-    backend: Annotated[
-        str | None, typer.Option(help="kubernetes, local or dry-run (default: $CONVEYOR_BACKEND).")
-    ] = None,
-    pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Pool to scale (repeat); default all.")
-    ] = None,
-    poll_interval: Annotated[float | None, typer.Option(help="Seconds between polls (2).")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (9103).")] = None,
-    max_replicas: Annotated[int | None, typer.Option(help="Upper bound per pool (20).")] = None,
-) -> None:
-    """Run the autoscaler service until SIGTERM (same as `python -m services.autoscaler`)."""
-    from services.autoscaler.service import serve
-
-    settings = _settings(
-        backend=backend,
-        pools=pool or None,
-        poll_interval_seconds=poll_interval,
-        metrics_port=metrics_port,
-        max_replicas=max_replicas,
-    )
-    configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+autoscaler_app.command("run")(service_main)
 
 
 def comparison_as_dict(comparison: Comparison) -> dict[str, Any]:
@@ -153,7 +123,7 @@ def simulate(
     """Replay arrival traces through our policy, a KEDA+HPA model and a perfect-foresight oracle."""
     if stop_order not in ("newest", "idle-first"):
         raise typer.BadParameter("use newest or idle-first", param_hint="--stop-order")
-    settings = _settings()
+    settings = settings_from()
     policy = settings.policy_for(pool or settings.pools[0])
     try:
         if max_replicas is not None:
@@ -182,7 +152,7 @@ def simulate(
             raise typer.Exit(2) from None
         comparison = compare(trace, policy, simulation)
         if plot_dir is not None:
-            from services.autoscaler.plot import plot_comparison
+            from services.autoscaler.simulation.plot import plot_comparison
 
             path = plot_comparison(comparison, plot_dir / f"{trace.name}.png")
             if not json_output:

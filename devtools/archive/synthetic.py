@@ -27,12 +27,12 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox
 
-from shared.archive.catalogue import ProductSpec, product_spec
-from shared.archive.footprints import ScenePlan, area_grid, crs_of, grid_crs, plan_scenes
-from shared.archive.landcover import SENSOR_GAIN, Land, make_land, southern_hemisphere
-from shared.archive.noise import Floats
-from shared.archive.render import Rendered, render
-from shared.archive.scene_files import (
+from devtools.archive.catalogue import ProductSpec, product_spec
+from devtools.archive.footprints import ScenePlan, area_grid, crs_of, grid_crs, plan_scenes
+from devtools.archive.landcover import SENSOR_GAIN, Land, make_land, southern_hemisphere
+from devtools.archive.noise import Floats
+from devtools.archive.render import Rendered, render
+from devtools.archive.scene_files import (
     CogOptions,
     SceneRecord,
     dataset_id,
@@ -40,8 +40,8 @@ from shared.archive.scene_files import (
     write_cog,
     write_document,
 )
-from shared.archive.scene_pool import write_scenes
-from shared.archive.sky import weather
+from devtools.archive.scene_pool import write_scenes
+from devtools.archive.sky import weather
 from shared.errors import InvalidRequest
 
 log = structlog.get_logger(__name__)

@@ -20,8 +20,8 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry, polygon
 from pyproj import Transformer
 
-from shared.archive.catalogue import Platform, ProductSpec, Swath
-from shared.archive.noise import Floats, evaluate
+from devtools.archive.catalogue import Platform, ProductSpec, Swath
+from devtools.archive.noise import Floats, evaluate
 
 # Day 0 of every repeat cycle; any fixed day would do.
 CYCLE_EPOCH = date(2000, 1, 1)

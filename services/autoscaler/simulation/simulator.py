@@ -31,10 +31,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from services.autoscaler.keda_hpa import KedaHpaModel, KedaHpaSettings
-from services.autoscaler.oracle import oracle_schedule
 from services.autoscaler.policy import History, Observation, ScalingPolicy, decide
-from services.autoscaler.traces import Trace
+from services.autoscaler.simulation.keda_hpa import KedaHpaModel, KedaHpaSettings
+from services.autoscaler.simulation.oracle import oracle_schedule
+from services.autoscaler.simulation.traces import Trace
 
 StopOrder = Literal["newest", "idle-first"]
 

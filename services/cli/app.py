@@ -322,7 +322,7 @@ def demo(
     output: Annotated[Path, typer.Option(help="Where products are written.")] = Path("demo-output"),
 ) -> None:
     """Start the embedded servers, push the original work items, and run them to products."""
-    from services.demo import run_demo
+    from services.cli.demo import run_demo
 
     raise typer.Exit(run_demo(state_dir=state_dir, output=output, console=console))
 
@@ -342,8 +342,8 @@ def stop(
 
 def _mount_sub_apps() -> None:
     # Imported here, after `app` exists: the sub-apps are plain typer apps of their own modules.
-    from services.autoscaler.cli import autoscaler_app
-    from shared.archive.cli import archive_app
+    from services.cli.archive import archive_app
+    from services.cli.autoscaler import autoscaler_app
 
     app.add_typer(archive_app, name="archive")
     app.add_typer(autoscaler_app, name="autoscaler")

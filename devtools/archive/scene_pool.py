@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numexpr
 
 if TYPE_CHECKING:
-    from shared.archive.footprints import ScenePlan
-    from shared.archive.scene_files import SceneRecord
-    from shared.archive.synthetic import SceneWriter
+    from devtools.archive.footprints import ScenePlan
+    from devtools.archive.scene_files import SceneRecord
+    from devtools.archive.synthetic import SceneWriter
 
 # The writer of this worker process, set once when the process starts.
 _process_writer: Any = None

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from shared.archive.index import (
+from devtools.archive.scene_files import SceneRecord
+from devtools.archive.synthetic import DEFAULT_SEED, generate_archive
+from shared.datacube import (
     DatacubeSettings,
     IndexReport,
     add_products,
@@ -21,8 +23,6 @@ from shared.archive.index import (
     locate_index,
     open_location,
 )
-from shared.archive.scene_files import SceneRecord
-from shared.archive.synthetic import DEFAULT_SEED, generate_archive
 from shared.seed import SEED_BOX_EPSG3460
 
 DEMO_PRODUCT = "ls8_usgs_sr_scene"
@@ -96,7 +96,7 @@ def prepare_demo_archive(
 
 def _add_safe_scene(archive: DemoArchive, safe_dir: Path, seed: int) -> None:
     try:
-        from shared.archive.safe import prepare_demo_scene
+        from devtools.archive.safe import prepare_demo_scene
     except ImportError:  # the Sentinel-2 SAFE generator is optional here
         return
     archive.safe_dir = safe_dir

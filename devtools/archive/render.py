@@ -13,11 +13,11 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
-from shared.archive.catalogue import LANDSAT7_SLC_OFF, ProductSpec
-from shared.archive.footprints import ScenePlan, inside_footprint
-from shared.archive.landcover import SENSOR_GAIN, Cover, Land, clear_sky, season
-from shared.archive.noise import Floats, evaluate, unit_scalar
-from shared.archive.sky import CIRRUS_HAZE, CLOUD_COLOUR, SHADOW_FACTOR, Sky, Weather, make_sky
+from devtools.archive.catalogue import LANDSAT7_SLC_OFF, ProductSpec
+from devtools.archive.footprints import ScenePlan, inside_footprint
+from devtools.archive.landcover import SENSOR_GAIN, Cover, Land, clear_sky, season
+from devtools.archive.noise import Floats, evaluate, unit_scalar
+from devtools.archive.sky import CIRRUS_HAZE, CLOUD_COLOUR, SHADOW_FACTOR, Sky, Weather, make_sky
 
 # USGS Collection-1 SR pixel_qa bits.
 QA_FILL = 1

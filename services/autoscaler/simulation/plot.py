@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from services.autoscaler.simulator import Comparison
+from services.autoscaler.simulation.simulator import Comparison
 
 COLOURS = {"conveyor": "#1f77b4", "keda+hpa": "#d62728", "oracle": "#7f7f7f"}
 

@@ -1,23 +1,21 @@
-"""The four archive products: their definitions, bands, platforms and acquisition geometry.
+"""The archive's products as the generator sees them: the catalogue's facts plus acquisition.
 
-Product definitions live as YAML beside this module (`products/*.yaml`) so that an operator can
-add them to a datacube with datacube's own tools; this module reads them and adds what the
-generator needs to know about each sensor.
+Bands, dtypes, nodata and masks come from the product contract (`shared.catalogue`) and the ODC
+product definitions beside it (`shared/odc_products/*.yaml`); this module adds what only a
+generator needs: each platform's flying days and orbit phase, and the swath geometry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, time
-from functools import cache
-from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-
+from shared.catalogue import CANONICAL_BANDS, INPUT_PRODUCTS, Family, InputProduct
+from shared.catalogue import product_definition as catalogue_definition
 from shared.errors import InvalidRequest
 
-LANDSAT_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+LANDSAT_BANDS = CANONICAL_BANDS
 SENTINEL2_BANDS = (
     "coastal_aerosol",
     "blue",
@@ -49,8 +47,6 @@ SENTINEL2_RESOLUTION: dict[str, int] = {
     "swir2": 20,
     "scene_classification": 20,
 }
-
-Family = Literal["landsat", "sentinel2"]
 
 
 @dataclass(frozen=True)
@@ -85,17 +81,47 @@ class Swath:
 
 @dataclass(frozen=True)
 class ProductSpec:
-    name: str
-    family: Family
+    """What the generator needs of a product: the catalogue's facts plus how it is acquired."""
+
+    sensor: InputProduct
+    #: Every measurement the generator writes besides the mask (Sentinel-2 has more than the
+    #: canonical six).
     bands: tuple[str, ...]
-    qa_band: str
-    dtype: str
-    qa_dtype: str
-    nodata: int
-    qa_nodata: int
     platforms: tuple[Platform, ...]
     swath: Swath
-    resolution: int  # finest grid, metres
+
+    @property
+    def name(self) -> str:
+        return self.sensor.product
+
+    @property
+    def family(self) -> Family:
+        return self.sensor.family
+
+    @property
+    def qa_band(self) -> str:
+        return self.sensor.mask_band
+
+    @property
+    def dtype(self) -> str:
+        return self.sensor.reflectance_dtype
+
+    @property
+    def qa_dtype(self) -> str:
+        return self.sensor.mask_dtype
+
+    @property
+    def nodata(self) -> int:
+        return self.sensor.reflectance_nodata
+
+    @property
+    def qa_nodata(self) -> int:
+        return self.sensor.mask_nodata
+
+    @property
+    def resolution(self) -> int:
+        """The finest grid, metres."""
+        return int(self.sensor.resolution)
 
     def band_resolution(self, band: str) -> int:
         if self.family == "sentinel2":
@@ -135,59 +161,31 @@ SENTINEL2_ORBITS = Swath(
 
 PRODUCTS: dict[str, ProductSpec] = {
     "ls5_usgs_sr_scene": ProductSpec(
-        name="ls5_usgs_sr_scene",
-        family="landsat",
+        sensor=INPUT_PRODUCTS["ls5_usgs_sr_scene"],
         bands=LANDSAT_BANDS,
-        qa_band="pixel_qa",
-        dtype="int16",
-        qa_dtype="uint16",
-        nodata=-9999,
-        qa_nodata=1,
         platforms=(Platform("landsat-5", "TM", date(1984, 3, 16), date(2011, 11, 18), 0, "LT05"),),
         swath=WRS2,
-        resolution=30,
     ),
     "ls7_usgs_sr_scene": ProductSpec(
-        name="ls7_usgs_sr_scene",
-        family="landsat",
+        sensor=INPUT_PRODUCTS["ls7_usgs_sr_scene"],
         bands=LANDSAT_BANDS,
-        qa_band="pixel_qa",
-        dtype="int16",
-        qa_dtype="uint16",
-        nodata=-9999,
-        qa_nodata=1,
         platforms=(Platform("landsat-7", "ETM", date(1999, 5, 28), None, 8, "LE07"),),
         swath=WRS2,
-        resolution=30,
     ),
     "ls8_usgs_sr_scene": ProductSpec(
-        name="ls8_usgs_sr_scene",
-        family="landsat",
+        sensor=INPUT_PRODUCTS["ls8_usgs_sr_scene"],
         bands=LANDSAT_BANDS,
-        qa_band="pixel_qa",
-        dtype="int16",
-        qa_dtype="uint16",
-        nodata=-9999,
-        qa_nodata=1,
         platforms=(Platform("landsat-8", "OLI_TIRS", date(2013, 4, 11), None, 0, "LC08"),),
         swath=WRS2,
-        resolution=30,
     ),
     "s2_esa_sr_granule": ProductSpec(
-        name="s2_esa_sr_granule",
-        family="sentinel2",
+        sensor=INPUT_PRODUCTS["s2_esa_sr_granule"],
         bands=SENTINEL2_BANDS,
-        qa_band="scene_classification",
-        dtype="uint16",
-        qa_dtype="uint8",
-        nodata=0,
-        qa_nodata=0,
         platforms=(
             Platform("sentinel-2a", "MSI", date(2015, 7, 4), None, 0, "S2A"),
             Platform("sentinel-2b", "MSI", date(2017, 7, 6), None, 5, "S2B"),
         ),
         swath=SENTINEL2_ORBITS,
-        resolution=10,
     ),
 }
 
@@ -205,17 +203,10 @@ def product_spec(name: str) -> ProductSpec:
         ) from None
 
 
-@cache
-def _definition_text(name: str) -> str:
-    return (resources.files("shared.archive.products") / f"{name}.yaml").read_text("utf-8")
-
-
 def product_definition(name: str) -> dict[str, Any]:
     """The eo3 product definition of `name` as datacube reads it (a fresh copy each call)."""
     product_spec(name)
-    document = yaml.safe_load(_definition_text(name))
-    assert isinstance(document, dict)
-    return document
+    return catalogue_definition(name)
 
 
 def product_definitions(names: list[str] | None = None) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 120) -> Non
 
 
 def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
-    from shared.archive.demo import prepare_demo_archive
+    from devtools.archive.demo import prepare_demo_archive
 
     state_dir.mkdir(parents=True, exist_ok=True)
     output = output.resolve()

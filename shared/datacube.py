@@ -33,7 +33,7 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.archive.catalogue import PRODUCTS, product_definitions
+from shared.catalogue import INPUT_PRODUCTS, product_definitions
 from shared.config import scrub_url
 from shared.errors import ConveyorError, InvalidRequest, Permanent, Retryable
 
@@ -334,10 +334,11 @@ ProductOutcome = Literal["added", "unchanged", "updated"]
 
 def add_products(datacube: Any, names: Sequence[str] | None = None) -> dict[str, ProductOutcome]:
     """Add the archive's product definitions (all four unless `names`); existing ones are kept."""
-    unknown = sorted(set(names or ()) - set(PRODUCTS))
+    unknown = sorted(set(names or ()) - set(INPUT_PRODUCTS))
     if unknown:
         raise InvalidRequest(
-            f"unknown product {', '.join(unknown)}: the archive has {', '.join(sorted(PRODUCTS))}"
+            f"unknown product {', '.join(unknown)}: the archive has "
+            f"{', '.join(sorted(INPUT_PRODUCTS))}"
         )
     return {
         document["name"]: add_product_definition(datacube, document)

@@ -7,6 +7,7 @@ every product accepts it; anything else a product does not know is refused rathe
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import InvalidRequest
-from shared.messages import TIME_STEP
+
+#: A period length: a count and a unit (years, months, weeks, days), e.g. `1Y`, `16D`.
+TIME_STEP = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[YMWD])$")
 
 #: Options every product accepts.
 COMMON_OPTIONS: frozenset[str] = frozenset({"time_step"})

@@ -11,9 +11,17 @@ index_datasets(datacube, [record.metadata_path for record in records])
 expected = truth("ls8_usgs_sr_scene", records[0].solar_day, geobox)
 """
 
-from shared.archive.catalogue import PRODUCTS, product_definition, product_definitions
-from shared.archive.demo import DemoArchive, prepare_demo_archive
-from shared.archive.index import (
+from devtools.archive.catalogue import PRODUCTS, product_definition, product_definitions
+from devtools.archive.demo import DemoArchive, prepare_demo_archive
+from devtools.archive.scene_files import CogOptions, SceneRecord
+from devtools.archive.synthetic import (
+    Truth,
+    acquisition_days,
+    archive_grid,
+    generate_archive,
+    truth,
+)
+from shared.datacube import (
     DatacubeSettings,
     IndexLocation,
     IndexReport,
@@ -24,14 +32,6 @@ from shared.archive.index import (
     init_index,
     locate_index,
     open_datacube,
-)
-from shared.archive.scene_files import CogOptions, SceneRecord
-from shared.archive.synthetic import (
-    Truth,
-    acquisition_days,
-    archive_grid,
-    generate_archive,
-    truth,
 )
 
 __all__ = [

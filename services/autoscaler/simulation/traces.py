@@ -162,7 +162,11 @@ def generate(spec: dict[str, Any], seed: int | None = None) -> Trace:
 def builtin_spec(name: str) -> dict[str, Any]:
     if name not in BUILTIN_TRACES:
         raise ValueError(f"no built-in trace {name!r}; choose one of {', '.join(BUILTIN_TRACES)}")
-    text = resources.files("services.autoscaler.trace_specs").joinpath(f"{name}.json").read_text()
+    text = (
+        resources.files("services.autoscaler.simulation.trace_specs")
+        .joinpath(f"{name}.json")
+        .read_text()
+    )
     spec: dict[str, Any] = json.loads(text)
     return spec
 

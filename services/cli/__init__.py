@@ -1,0 +1,1 @@
+"""The `conveyor` command line and the demo: above every service, used by people."""

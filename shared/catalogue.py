@@ -1,0 +1,294 @@
+"""The product contract: the ODC products read and the job codes served, stated once.
+
+Every service reads this table and nothing else for these facts:
+
+- the dispatcher validates a request against it (`check_request`) without importing a plugin;
+- the worker's product plugins are checked against their job code's entry when they register;
+- output naming takes the sensor's short name from it (`ls8_geomedian`, legacy `ls8_…`);
+- the synthetic archive generator writes scenes with these bands, dtypes, nodata and masks.
+
+Adding a sensor is one `InputProduct` here (plus its ODC product definition under
+`shared/odc_products/`); adding a product is one `JobCode` here plus its plugin module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Literal
+
+from shared.errors import InvalidRequest
+from shared.options import TIDE_OPTIONS, check_known_options, parse_tide_range
+
+Family = Literal["landsat", "sentinel2"]
+
+#: The reflectance bands every product speaks of, whatever the sensor calls them.
+CANONICAL_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
+
+
+@dataclass(frozen=True)
+class InputProduct:
+    """One ODC product a product job reads: bands, reflectance encoding, mask and platform.
+
+    Masks follow the original worker's choice of good pixels: a *clear* observation is one
+    whose mask value is in `land_values` or `water_values`; every other value (fill, cloud,
+    shadow, snow, cirrus, saturation) is not.
+    """
+
+    product: str
+    family: Family
+    #: Names outputs after the sensor: `ls8_geomedian`, and the legacy `ls8_geomedian_…` files.
+    short_name: str
+    #: eo:platform values (comma-joined in eo3 when several) and eo:instrument.
+    platforms: tuple[str, ...]
+    instrument: str
+    #: (canonical band name, measurement name in the datacube product) pairs; see `bands`
+    band_names: tuple[tuple[str, str], ...]
+    #: Native pixel size in metres, and the default output resolution of its jobs.
+    resolution: float
+    mask_band: str
+    mask_dtype: str
+    mask_nodata: int
+    land_values: frozenset[int]
+    water_values: frozenset[int]
+    #: How reflectance is stored: reflectance = value * scale + offset; `nodata` where missing.
+    reflectance_dtype: str
+    reflectance_nodata: int
+    reflectance_scale: float = 0.0001
+    reflectance_offset: float = 0.0
+
+    @property
+    def bands(self) -> dict[str, str]:
+        """canonical band name -> measurement name in the datacube product."""
+        return dict(self.band_names)
+
+    @property
+    def clear_values(self) -> frozenset[int]:
+        """Mask codes of a clear observation, land or water: the pixels a composite may use."""
+        return self.land_values | self.water_values
+
+    @property
+    def platform(self) -> str:
+        return ",".join(self.platforms)
+
+    def measurement(self, band: str) -> str:
+        """The datacube measurement name of canonical `band` (e.g. `red`)."""
+        try:
+            return self.bands[band]
+        except KeyError:
+            raise InvalidRequest(
+                f"{self.product} has no {band} band (it has {', '.join(self.bands)})"
+            ) from None
+
+    def clear(self, mask: Any) -> Any:
+        """True where the mask band (an xarray DataArray) calls the observation clear."""
+        return mask.isin(sorted(self.clear_values)).rename(f"{self.short_name}_clear")
+
+    def water(self, mask: Any) -> Any:
+        """True where the mask band calls the observation clear water."""
+        return mask.isin(sorted(self.water_values)).rename(f"{self.short_name}_water")
+
+
+def _same_names() -> tuple[tuple[str, str], ...]:
+    # Both the USGS Landsat and the ESA Sentinel-2 product definitions use the canonical names.
+    return tuple((band, band) for band in CANONICAL_BANDS)
+
+
+def _landsat(
+    product: str,
+    short_name: str,
+    platform: str,
+    instrument: str,
+    land: frozenset[int],
+    water: frozenset[int],
+) -> InputProduct:
+    return InputProduct(
+        product=product,
+        family="landsat",
+        short_name=short_name,
+        platforms=(platform,),
+        instrument=instrument,
+        band_names=_same_names(),
+        resolution=30.0,
+        mask_band="pixel_qa",
+        mask_dtype="uint16",
+        mask_nodata=1,
+        land_values=land,
+        water_values=water,
+        reflectance_dtype="int16",
+        reflectance_nodata=-9999,
+    )
+
+
+# USGS Collection-1 pixel_qa values of a clear pixel, as the original worker chose them.
+_LANDSAT_5_7_LAND = frozenset({66, 130})
+_LANDSAT_5_7_WATER = frozenset({68, 132})
+_LANDSAT_8_LAND = frozenset({322, 386, 834, 898, 1346})
+_LANDSAT_8_WATER = frozenset({324, 388, 836, 900, 1348})
+
+INPUT_PRODUCTS: Mapping[str, InputProduct] = MappingProxyType(
+    {
+        "ls5_usgs_sr_scene": _landsat(
+            "ls5_usgs_sr_scene", "ls5", "landsat-5", "TM", _LANDSAT_5_7_LAND, _LANDSAT_5_7_WATER
+        ),
+        "ls7_usgs_sr_scene": _landsat(
+            "ls7_usgs_sr_scene", "ls7", "landsat-7", "ETM", _LANDSAT_5_7_LAND, _LANDSAT_5_7_WATER
+        ),
+        "ls8_usgs_sr_scene": _landsat(
+            "ls8_usgs_sr_scene", "ls8", "landsat-8", "OLI_TIRS", _LANDSAT_8_LAND, _LANDSAT_8_WATER
+        ),
+        "s2_esa_sr_granule": InputProduct(
+            product="s2_esa_sr_granule",
+            family="sentinel2",
+            short_name="s2",
+            platforms=("sentinel-2a", "sentinel-2b"),
+            instrument="MSI",
+            band_names=_same_names(),
+            resolution=10.0,
+            mask_band="scene_classification",
+            mask_dtype="uint8",
+            mask_nodata=0,
+            # ESA SCL: 2 dark area, 4 vegetation, 5 not vegetated, 7 unclassified; 6 water.
+            land_values=frozenset({2, 4, 5, 7}),
+            water_values=frozenset({6}),
+            reflectance_dtype="uint16",
+            reflectance_nodata=0,
+        ),
+    }
+)
+
+#: Kept by name for code that reads it as "the sensors".
+SENSORS = INPUT_PRODUCTS
+Sensor = InputProduct
+
+
+def input_product(product: str) -> InputProduct:
+    """The input product called `product`, or InvalidRequest naming the known ones."""
+    try:
+        return INPUT_PRODUCTS[product]
+    except KeyError:
+        raise InvalidRequest(
+            f"{product!r} is not a known product (expected one of {', '.join(INPUT_PRODUCTS)})"
+        ) from None
+
+
+sensor_for = input_product
+
+
+def short_name(product: str) -> str:
+    """`ls8_usgs_sr_scene` -> `ls8`; an unknown product's first word."""
+    known = INPUT_PRODUCTS.get(product)
+    return known.short_name if known is not None else product.split("_")[0]
+
+
+OptionsCheck = Callable[[Mapping[str, str]], object]
+
+
+@dataclass(frozen=True)
+class JobCode:
+    """What a `job_code` needs and takes; its plugin must declare the same inputs and options."""
+
+    name: str
+    #: Canonical reflectance bands read (the mask band is always read too).
+    inputs: tuple[str, ...]
+    #: Options taken besides `time_step`, which every job code takes.
+    options: frozenset[str] = frozenset()
+    #: Checks of the option values, each raising InvalidRequest with a reason.
+    option_checks: tuple[OptionsCheck, ...] = ()
+    families: frozenset[Family] = frozenset({"landsat", "sentinel2"})
+    description: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self, product: InputProduct, options: Mapping[str, str]) -> None:
+        """Raise InvalidRequest, with a reason, if this job code cannot serve the request."""
+        if product.family not in self.families:
+            raise InvalidRequest(
+                f"{self.name} does not serve {product.family} products such as {product.product}"
+            )
+        missing = [band for band in self.inputs if band not in product.bands]
+        if missing:
+            raise InvalidRequest(
+                f"{self.name} needs {', '.join(missing)}, which {product.product} does not have"
+            )
+        check_known_options(self.name, options, self.options)
+        for check in self.option_checks:
+            check(options)
+
+
+#: The geomedian's band order, as odc-stats writes it.
+_COMPOSITE_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
+
+JOB_CODES: Mapping[str, JobCode] = MappingProxyType(
+    {
+        "geomedian": JobCode(
+            "geomedian", _COMPOSITE_BANDS, description="geometric median and MADs (geomad)"
+        ),
+        "fractional_cover": JobCode(
+            "fractional_cover",
+            _COMPOSITE_BANDS,
+            description="bare soil, green and dry vegetation of the period's geomedian",
+        ),
+        "water": JobCode("water", (), description="WOfS-style summary of water observations"),
+        "shoreline": JobCode(
+            "shoreline",
+            ("green", "swir1"),
+            options=TIDE_OPTIONS,
+            option_checks=(parse_tide_range,),
+            description="median MNDWI and its zero contour",
+        ),
+        "ndvi": JobCode("ndvi", ("red", "nir"), description="NDVI statistics of clear days"),
+    }
+)
+
+
+def job_code(name: str) -> JobCode:
+    """The entry of `name`, or InvalidRequest naming the known job codes."""
+    try:
+        return JOB_CODES[name]
+    except KeyError:
+        raise InvalidRequest(
+            f"no product is registered for job_code {name!r}; known job codes: "
+            f"{', '.join(sorted(JOB_CODES))}"
+        ) from None
+
+
+def check_request(job_code_name: str, product: str, options: Mapping[str, str]) -> None:
+    """InvalidRequest with the reason when no product plugin can serve this combination."""
+    job_code(job_code_name).check(input_product(product), options)
+
+
+def check_plugin(
+    job_code_name: str, inputs: Collection[str], accepted_options: Collection[str]
+) -> None:
+    """A plugin registering for `job_code_name` must match its entry here (ValueError if not)."""
+    entry = JOB_CODES.get(job_code_name)
+    if entry is None:
+        return  # an operator's own plugin (CONVEYOR_PLUGIN_MODULES): it is its own contract
+    if tuple(inputs) != entry.inputs or frozenset(accepted_options) != entry.options:
+        raise ValueError(
+            f"the {job_code_name} plugin declares inputs {tuple(inputs)} and options "
+            f"{sorted(accepted_options)}, but the catalogue says {entry.inputs} and "
+            f"{sorted(entry.options)}: change shared/catalogue.py and the plugin together"
+        )
+
+
+@cache
+def _definition_text(product: str) -> str:
+    return (resources.files("shared.odc_products") / f"{product}.yaml").read_text("utf-8")
+
+
+def product_definition(product: str) -> dict[str, Any]:
+    """The eo3 ODC product definition of an input product (a fresh copy each call)."""
+    import yaml
+
+    input_product(product)
+    document = yaml.safe_load(_definition_text(product))
+    assert isinstance(document, dict)
+    return document
+
+
+def product_definitions(products: list[str] | None = None) -> list[dict[str, Any]]:
+    return [product_definition(name) for name in (products or sorted(INPUT_PRODUCTS))]
