@@ -221,7 +221,7 @@ class JobCode:
 #: The geomedian's band order, as odc-stats writes it.
 _COMPOSITE_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
 
-JOB_CODES: Mapping[str, JobCode] = MappingProxyType(
+_JOB_CODES: dict[str, JobCode] = dict(
     {
         "geomedian": JobCode(
             "geomedian", _COMPOSITE_BANDS, description="geometric median and MADs (geomad)"
@@ -242,6 +242,33 @@ JOB_CODES: Mapping[str, JobCode] = MappingProxyType(
         "ndvi": JobCode("ndvi", ("red", "nir"), description="NDVI statistics of clear days"),
     }
 )
+#: Read-only view; `add_job_code` extends it with an operator's own products.
+JOB_CODES: Mapping[str, JobCode] = MappingProxyType(_JOB_CODES)
+
+
+def add_job_code(entry: JobCode) -> None:
+    """Add an operator's own job code (a module named in `CONVEYOR_PLUGIN_MODULES` calls this).
+
+    The dispatcher imports the same modules, so it accepts the job code without loading the
+    worker; keep such a module's heavy imports inside its computation.
+    """
+    existing = _JOB_CODES.get(entry.name)
+    if existing is not None and existing != entry:
+        raise ValueError(f"job_code {entry.name!r} is in the catalogue already, differently")
+    _JOB_CODES[entry.name] = entry
+
+
+def import_plugin_modules(modules: Collection[str]) -> None:
+    """Import the operator's plugin modules (`CONVEYOR_PLUGIN_MODULES`), which register there."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(
+                f"CONVEYOR_PLUGIN_MODULES names {module!r}, which cannot be imported: {error}"
+            ) from error
 
 
 def job_code(name: str) -> JobCode:
@@ -266,7 +293,9 @@ def check_plugin(
     """A plugin registering for `job_code_name` must match its entry here (ValueError if not)."""
     entry = JOB_CODES.get(job_code_name)
     if entry is None:
-        return  # an operator's own plugin (CONVEYOR_PLUGIN_MODULES): it is its own contract
+        # An operator's own plugin (CONVEYOR_PLUGIN_MODULES) is its own contract.
+        add_job_code(JobCode(job_code_name, tuple(inputs), frozenset(accepted_options)))
+        return
     if tuple(inputs) != entry.inputs or frozenset(accepted_options) != entry.options:
         raise ValueError(
             f"the {job_code_name} plugin declares inputs {tuple(inputs)} and options "

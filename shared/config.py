@@ -109,6 +109,11 @@ class DispatcherSettings(QueueSettings):
         description="Reject events with unknown fields; False logs a warning and ignores them "
         "as the original worker did.",
     )
+    plugin_modules: list[str] = Field(
+        default_factory=list,
+        description="The operator's product modules (as the workers import them), so that their "
+        "job codes are accepted.",
+    )
     legacy_bridge: bool = True
     legacy_lists: dict[str, str] = Field(
         default_factory=lambda: {"jobProduct": "product", "jobS2": "ard"},

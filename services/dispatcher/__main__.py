@@ -7,6 +7,7 @@ import asyncio
 import typer
 
 from services.dispatcher.service import Dispatcher, install_signal_handlers
+from shared.catalogue import import_plugin_modules
 from shared.config import DispatcherSettings
 from shared.logging import configure_logging
 from shared.redis_connection import open_queue
@@ -30,6 +31,7 @@ def main(
         overrides["consumer_name"] = consumer
     settings = DispatcherSettings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_format, settings.log_level)
+    import_plugin_modules(settings.plugin_modules)
     asyncio.run(serve(settings))
 
 

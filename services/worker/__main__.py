@@ -8,7 +8,6 @@ supervises N worker processes, each its own consumer with its own /metrics port
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import socket
@@ -19,13 +18,13 @@ from typing import Any
 import typer
 
 from services.worker.settings import WorkerSettings
+from shared.catalogue import import_plugin_modules
 from shared.logging import configure_logging
 from shared.redis_connection import open_queue
 
 
 def build_runners(settings: WorkerSettings) -> dict[str, Any]:
-    for module in settings.plugin_modules:
-        importlib.import_module(module)
+    import_plugin_modules(settings.plugin_modules)
     if settings.pool == "ard":
         from services.worker.ard.runner import SceneRunner
 
