@@ -9,8 +9,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.shutil
 import xarray as xr
-from odc.geo.cog import to_cog, write_cog
+from rasterio.io import MemoryFile
 
 from services.worker.outputs.spec import BandSpec, CogOptions
 from shared.errors import Permanent
@@ -87,32 +89,84 @@ def _cast(
     return cast
 
 
-def _rio_options(pixels_dtype: np.dtype, options: CogOptions) -> dict[str, object]:
-    # Horizontal differencing suits integers, floating-point prediction suits floats.
-    predictor = 3 if pixels_dtype.kind == "f" else 2
-    if options.compression == "ZSTD":
-        return {"compress": "ZSTD", "zstd_level": options.level, "predictor": predictor}
-    return {"compress": "DEFLATE", "zlevel": options.level, "predictor": predictor}
+#: Our overview resampling names as GDAL's COG driver spells them.
+_GDAL_RESAMPLING = {
+    "nearest": "NEAREST",
+    "average": "AVERAGE",
+    "mode": "MODE",
+    "bilinear": "BILINEAR",
+    "cubic": "CUBIC",
+}
+#: rio-cogeo (and GDAL's validator) call a file wider or taller than this "large".
+_LARGE_PIXELS = 512
 
 
-def _cog_arguments(band: xr.DataArray, spec: BandSpec, options: CogOptions) -> dict[str, object]:
-    return {
-        "blocksize": options.blocksize,
-        "overview_levels": overview_levels(band.shape, options.blocksize),  # type: ignore[arg-type]
-        "overview_resampling": spec.overview_resampling,
-        "nodata": spec.nodata,
-        **_rio_options(band.dtype, options),
+def block_edge(shape: tuple[int, int], blocksize: int) -> int:
+    """The tile edge for a band of `shape`: `blocksize`, unless a tile would span the full width
+    of a large image, which validators read as a striped (untiled) file; then a smaller tile."""
+    height, width = shape
+    if width == blocksize and max(height, width) > _LARGE_PIXELS:
+        return blocksize // 2 if blocksize % 32 == 0 else blocksize + 16
+    return blocksize
+
+
+def creation_options(
+    shape: tuple[int, int], dtype: np.dtype, spec: BandSpec, options: CogOptions
+) -> dict[str, str]:
+    """GDAL COG driver options: tiled, compressed with a predictor, overviews to one block."""
+    blocksize = block_edge(shape, options.blocksize)
+    levels = overview_levels(shape, blocksize)
+    creation = {
+        "BLOCKSIZE": str(blocksize),
+        "COMPRESS": options.compression,
+        "LEVEL": str(options.level),
+        # Horizontal differencing suits integers, floating-point prediction suits floats.
+        "PREDICTOR": "FLOATING_POINT" if dtype.kind == "f" else "STANDARD",
+        "OVERVIEW_RESAMPLING": _GDAL_RESAMPLING[spec.overview_resampling],
+        "BIGTIFF": "IF_SAFER",
     }
+    if levels:
+        creation["OVERVIEW_COUNT"] = str(len(levels))
+    else:
+        creation["OVERVIEWS"] = "NONE"
+    return creation
+
+
+def _cog_bytes(band: xr.DataArray, spec: BandSpec, options: CogOptions) -> bytes:
+    """Through GDAL's COG driver, which lays out every size as a COG (header first, tiles
+    after it), where a plain GeoTIFF writer leaves small images without that layout."""
+    geobox = band.odc.geobox
+    pixels = np.asarray(band.values)
+    height, width = pixels.shape
+    profile: dict[str, object] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": pixels.dtype.name,
+        "crs": str(geobox.crs),
+        "transform": geobox.transform,
+    }
+    if spec.nodata is not None:
+        profile["nodata"] = spec.nodata
+    creation = creation_options((height, width), pixels.dtype, spec, options)
+    with MemoryFile() as source_file:
+        with source_file.open(**profile) as source:
+            source.write(pixels, 1)
+        with MemoryFile() as cog_file:
+            rasterio.shutil.copy(source_file.name, cog_file.name, driver="COG", **creation)
+            return bytes(cog_file.read())
 
 
 def encode_cog(band: xr.DataArray, spec: BandSpec, options: CogOptions) -> bytes:
     """The band as COG bytes: tiled, compressed with a predictor, nodata set, with overviews."""
-    conformed = conform_band(band, spec)
-    return to_cog(conformed, **_cog_arguments(conformed, spec, options))  # type: ignore[arg-type]
+    return _cog_bytes(conform_band(band, spec), spec, options)
 
 
 def write_cog_file(band: xr.DataArray, path: Path, spec: BandSpec, options: CogOptions) -> int:
     """The band as a COG file at `path` (replaced if present); returns its size in bytes."""
-    conformed = conform_band(band, spec)
-    write_cog(conformed, path, overwrite=True, **_cog_arguments(conformed, spec, options))  # type: ignore[arg-type]
-    return path.stat().st_size
+    data = encode_cog(band, spec, options)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return len(data)
