@@ -44,6 +44,7 @@ end
 return renewed
 """
 
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One stream entry handed to a consumer; `attempt` counts deliveries, from 1."""

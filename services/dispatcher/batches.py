@@ -40,7 +40,8 @@ from shared.streams import Delivery, flatten_commands
 
 log = structlog.get_logger(__name__)
 
-#: Bytes counted per argument besides its text (RESP framing), when sizing a batch.
+#: Bytes counted per argument besides its text (RESP framing: `$<length>\r\n...\r\n`, at most
+#: 14 bytes for an argument under 1 GB), when sizing a batch.
 ARGUMENT_OVERHEAD = 16
 
 _DISPATCH_BATCH = """
@@ -188,7 +189,10 @@ def batches(
 
 
 def _command_size(command: Sequence[str | int | float]) -> int:
-    return sum(len(str(argument)) + ARGUMENT_OVERHEAD for argument in command) + ARGUMENT_OVERHEAD
+    """Bytes the command adds to a script call: its arguments and its argument count."""
+    return sum(
+        len(argument.encode()) + ARGUMENT_OVERHEAD for argument in flatten_commands([command])
+    )
 
 
 class BatchedDispatch:
