@@ -283,7 +283,10 @@ def test_non_finite_and_overflowing_numbers_are_refused_naming_the_field(
         item = SEED | {"job_code": "shoreline", field: value, "tide_range_to": "1"}
     with pytest.raises(InvalidRequest) as raised:
         parse(item)
-    assert str(raised.value).startswith(f"{field}: ")
+    message = str(raised.value)
+    assert message.startswith(f"{field}: ")
+    why = "is too large a number" if isinstance(value, int) else "is not a finite number"
+    assert why in message
 
 
 def test_a_name_matches_whole_so_a_trailing_newline_is_not_part_of_it() -> None:
