@@ -128,6 +128,7 @@ if next_index >= total then
   return {'dispatched', total}
 end
 redis.call('HSET', KEYS[3], 'next', next_index)
+redis.call('EXPIRE', KEYS[3], ttl)
 return {'progress', next_index}
 """
 

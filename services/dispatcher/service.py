@@ -171,6 +171,8 @@ class Dispatcher:
             )
             check_limits(plan, settings)
             check_destinations(request, self.destinations)
+            # Make one job now: a job that cannot be made fails here, refused, not mid-dispatch.
+            next(plan.jobs(), None)
         except InvalidRequest:
             raise
         except Exception as error:
