@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench system-deps clean stop
+.PHONY: setup demo test lint bench fuzz system-deps clean stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: setup
 	$(BIN)/ruff check shared services devtools tests benchmarks
 	$(BIN)/ruff format --check shared services devtools tests benchmarks
 	$(BIN)/mypy shared services
+
+# 10,000 generated hostile events through a live dispatcher; prints the figures.
+fuzz: setup
+	$(BIN)/python scripts/fuzz.py --events 10000
 
 bench: setup
 	$(BIN)/python benchmarks/queue_throughput.py

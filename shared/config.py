@@ -13,6 +13,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.destinations import DestinationSettings
+from shared.limits import RequestLimits
+
 LogFormat = Literal["json", "console"]
 
 
@@ -83,8 +86,9 @@ def scrub_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class DispatcherSettings(QueueSettings):
-    """`python -m services.dispatcher`."""
+class DispatcherSettings(QueueSettings, RequestLimits, DestinationSettings):
+    """`python -m services.dispatcher`; the limits and allow-lists of `RequestLimits` and
+    `DestinationSettings` too."""
 
     consumer_name: str | None = Field(
         default=None, description="Defaults to hostname-pid, unique per process."

@@ -5,13 +5,15 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.messages import ProductRequest, SceneRequest
+from shared.messages import BUCKET_PATTERN, ProductRequest, SceneRequest
 from shared.options import TIME_STEP
+from shared.paths import RelativePath
 
 JOB_FIELD = "job"
 
@@ -21,13 +23,13 @@ class TileArea(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    tile: str = Field(description="Grid index, e.g. x22y36")
-    crs: str
-    resolution: float
-    left: float
-    bottom: float
-    right: float
-    top: float
+    tile: str = Field(description="Grid index, e.g. x22y36", pattern=r"^[a-z0-9-]{1,64}$")
+    crs: str = Field(max_length=32)
+    resolution: float = Field(gt=0, allow_inf_nan=False)
+    left: float = Field(allow_inf_nan=False)
+    bottom: float = Field(allow_inf_nan=False)
+    right: float = Field(allow_inf_nan=False)
+    top: float = Field(allow_inf_nan=False)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -73,8 +75,8 @@ class ProductJob(BaseModel):
     product: str
     area: TileArea
     period: Period
-    prefix: str
-    bucket: str
+    prefix: RelativePath
+    bucket: str = Field(pattern=BUCKET_PATTERN)
     naming: Literal["odc", "legacy"] | None = None
     epsg4326_naming: bool = False
     cogeo_output: bool = True
@@ -124,31 +126,60 @@ def stable_hash(*parts: object) -> str:
 
 def split_periods(time_from: date, time_to: date, time_step: str | None) -> list[Period]:
     """The request's period, or consecutive periods of `time_step` (e.g. 1Y, 6M, 16D)."""
+    return list(iter_periods(time_from, time_to, time_step))
+
+
+def iter_periods(time_from: date, time_to: date, time_step: str | None) -> Iterator[Period]:
+    """`split_periods` one at a time, so a long split never sits in memory at once."""
     if time_step is None:
-        return [Period(start=time_from, end=time_to)]
-    match = TIME_STEP.match(time_step)
-    if match is None:
-        raise ValueError(f"{time_step!r} is not a time step")
-    count, unit = int(match.group("count")), match.group("unit")
-    periods: list[Period] = []
-    start = time_from
-    while start <= time_to:
+        yield Period(start=time_from, end=time_to)
+        return
+    count, unit = _step(time_step)
+    start: date | None = time_from
+    while start is not None and start <= time_to:
         following = _advance(start, count, unit)
-        end = min(following - timedelta(days=1), time_to)
-        periods.append(Period(start=start, end=end))
+        end = time_to if following is None else min(following - timedelta(days=1), time_to)
+        yield Period(start=start, end=end)
         start = following
+
+
+def count_periods(time_from: date, time_to: date, time_step: str | None) -> int:
+    """How many periods `split_periods` makes, without making them."""
+    if time_step is None:
+        return 1
+    count, unit = _step(time_step)
+    if unit in ("D", "W"):
+        days = count * (7 if unit == "W" else 1)
+        return (time_to - time_from).days // days + 1
+    # Months drift with short months (31 Jan, 28 Feb, 28 Mar...): step as the split does.
+    periods = 0
+    start: date | None = time_from
+    while start is not None and start <= time_to:
+        periods += 1
+        start = _advance(start, count, unit)
     return periods
 
 
-def _advance(day: date, count: int, unit: str) -> date:
-    if unit == "D":
-        return day + timedelta(days=count)
-    if unit == "W":
-        return day + timedelta(weeks=count)
-    months = count * 12 if unit == "Y" else count
-    month_index = day.month - 1 + months
-    year, month = day.year + month_index // 12, month_index % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+def _step(time_step: str) -> tuple[int, str]:
+    match = TIME_STEP.fullmatch(time_step)
+    if match is None:
+        raise ValueError(f"{time_step!r} is not a time step")
+    return int(match.group("count")), match.group("unit")
+
+
+def _advance(day: date, count: int, unit: str) -> date | None:
+    """`day` plus `count` units, or None past the last date Python can hold."""
+    try:
+        if unit == "D":
+            return day + timedelta(days=count)
+        if unit == "W":
+            return day + timedelta(weeks=count)
+        months = count * 12 if unit == "Y" else count
+        month_index = day.month - 1 + months
+        year, month = day.year + month_index // 12, month_index % 12 + 1
+        return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+    except (OverflowError, ValueError):
+        return None
 
 
 def scene_job(request: SceneRequest) -> SceneJob:

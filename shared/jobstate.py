@@ -49,25 +49,46 @@ return previous
 
 
 def queued_commands(keys: Keys, request: Request, jobs: Sequence[Job], now: float) -> list[Command]:
-    """What dispatching a request writes, in the same atomic step as adding its jobs."""
+    """What dispatching a small request writes, in the same atomic step as adding its jobs."""
     commands: list[Command] = [
         (
-            "HSET", keys.request(request.request_id),
-            "request_id", request.request_id,
-            "kind", request.kind,
-            "pool", request.pool,
-            "jobs_total", len(jobs),
-            "jobs_finished", 0,
-            "state", "dispatched",
-            "created_at", f"{now:.3f}",
-            "request", request.canonical_json(),
+            "HSET",
+            keys.request(request.request_id),
+            *_flatten(request_record(request, len(jobs), now)),
         )
-    ]  # fmt: skip
+    ]
     for job in jobs:
-        commands.append(("HSET", keys.job(job.job_id), *_flatten(job_summary(job, now))))
-        commands.append(("ZADD", keys.job_index, f"{now:.3f}", job.job_id))
-        commands.append(("RPUSH", keys.request_jobs(request.request_id), job.job_id))
+        commands.extend(job_commands(keys, job, now))
     return commands
+
+
+def request_record(request: Request, jobs_total: int, now: float) -> dict[str, str]:
+    """A request's record as a run of it starts: every counter at zero."""
+    return {
+        "request_id": request.request_id,
+        "kind": request.kind,
+        "pool": request.pool,
+        "jobs_total": str(jobs_total),
+        "jobs_finished": "0",
+        "state": "dispatched",
+        "created_at": f"{now:.3f}",
+        "request": request.canonical_json(),
+    }
+
+
+def job_commands(keys: Keys, job: Job, now: float) -> list[Command]:
+    """A job's fresh record (nothing left from an earlier run of its request) and its listings."""
+    return [
+        ("DEL", keys.job(job.job_id)),
+        ("HSET", keys.job(job.job_id), *_flatten(job_summary(job, now))),
+        ("ZADD", keys.job_index, f"{now:.3f}", job.job_id),
+        ("RPUSH", keys.request_jobs(job.request_id), job.job_id),
+    ]
+
+
+def run_reset_keys(keys: Keys, request_id: str) -> list[str]:
+    """What a new run of a finished request clears first, so that it starts clean."""
+    return [keys.request(request_id), keys.request_jobs(request_id)]
 
 
 def job_summary(job: Job, now: float) -> dict[str, str]:

@@ -2,15 +2,28 @@
 
 Numbers and booleans may arrive as strings (the original work items send `"2130000.0"`).
 Every rejection is an `InvalidRequest` whose message names the field and what was expected.
+
+Items are untrusted: anyone who can `XADD` or `RPUSH` writes them. So, once, here:
+
+- an event's size and its JSON's nesting are capped, and bytes that are not UTF-8 are refused
+  (they arrive as lone surrogates, see `shared.wire`), before any JSON is parsed;
+- numbers are finite and in range, dates are `YYYY-MM-DD` between `MIN_DATE` and `MAX_DATE`;
+- names match whole (a trailing newline is not part of a scene name), CRSs are `EPSG:code`;
+- no text holds control, format or surrogate characters; paths pass `shared.paths`.
+
+The worker validates its jobs with the same models, so a job added to a jobs stream by hand
+meets the same rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import date
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,30 +38,68 @@ from pydantic import (
 
 from shared.catalogue import INPUT_PRODUCTS
 from shared.errors import InvalidRequest
+from shared.limits import LimitExceeded, RequestLimits, check_limit, setting_name
 from shared.options import TIME_STEP
+from shared.paths import describe_character, directory_path, relative_path, unsafe_character
+from shared.wire import first_bad_byte, is_utf8, raw_bytes
 
 KNOWN_PRODUCTS: tuple[str, ...] = tuple(INPUT_PRODUCTS)
+# `\Z`, not `$`: `$` also matches before a trailing newline.
 SENTINEL2_SCENE = re.compile(
     r"^S2[ABCD]_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})"
-    r"_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<discriminator>\d{8}T\d{6})$"
+    r"_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<discriminator>\d{8}T\d{6})\Z"
 )
 PAYLOAD_FIELDS = ("payload", "json", "data", "body")
 META_PREFIX = "_"
+DEFAULT_BUCKET = "public-eo-data"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+#: The defaults of `RequestLimits`, for callers without settings (the CLI's `validate`).
+DEFAULT_MAX_EVENT_BYTES: int = RequestLimits.model_fields["max_event_bytes"].default
+DEFAULT_MAX_JSON_DEPTH: int = RequestLimits.model_fields["max_json_depth"].default
+
+#: Dates a request may name: Landsat 1 flew in 1972; nothing is planned past 2099.
+MIN_DATE = date(1970, 1, 1)
+MAX_DATE = date(2099, 12, 31)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: Projected coordinates, in CRS units: far beyond any real CRS's extent, far below overflow.
+MAX_COORDINATE = 1e8
+MAX_TEXT = 1024
+MAX_NUMBER_TEXT = 64
+MAX_OPTIONS = 32
+MAX_OPTION_TEXT = 256
+OPTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+CRS_NAME = re.compile(r"(?P<authority>EPSG|ESRI):(?P<code>[0-9]{1,6})", re.IGNORECASE)
+LEGACY_SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
 def _number(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+    """A finite float from a number or its spelling; NaN, infinities and overflow refused."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
-    return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ValueError(f"{_shown(value)} is not a number (too long)")
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    elif isinstance(value, int):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"{_shown(value)} is too large a number") from None
+    elif isinstance(value, float):
+        number = value
+    else:
+        return value  # pydantic says what it expected
+    if not math.isfinite(number):
+        raise ValueError(f"{_shown(value)} is not a finite number (expected e.g. 2130000.0)")
+    return number
 
 
 def _integer(value: Any) -> Any:
@@ -72,12 +123,25 @@ def _boolean(value: Any) -> Any:
 
 
 def _date(value: Any) -> Any:
-    if isinstance(value, str):
+    """`YYYY-MM-DD` only (Python would also take `20190101` and `2019-W01-1`), in range."""
+    if isinstance(value, date):
+        day = value
+    elif isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
         try:
-            return date.fromisoformat(value.strip())
+            day = date.fromisoformat(value.strip())
         except ValueError:
             raise ValueError(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
-    return value
+    else:
+        raise ValueError(f"{_shown(value)} is not a date (expected YYYY-MM-DD)")
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise ValueError(f"{day.isoformat()} is not between {MIN_DATE} and {MAX_DATE}")
+    return day
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut short: a refusal quotes the input, not 64 KiB of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[0]}"
 
 
 Number = Annotated[float, BeforeValidator(_number)]
@@ -87,12 +151,33 @@ Day = Annotated[date, BeforeValidator(_date)]
 
 
 def _check_crs(value: str, field: str) -> str:
+    """An `EPSG:code` (or `ESRI:code`) the projection database knows; nothing else is parsed."""
     from odc.geo.crs import CRS, CRSError
 
+    if not CRS_NAME.fullmatch(value.strip()):
+        raise ValueError(f"{_shown(value)} is not a known CRS (expected e.g. EPSG:3460)")
     try:
-        return str(CRS(value.strip()))
+        return str(CRS(value.strip().upper()))
     except (CRSError, ValueError, TypeError):
         raise ValueError(f"{value!r} is not a known CRS (expected e.g. EPSG:3460)") from None
+
+
+def _check_text(name: str, value: Any) -> None:
+    """No control, format or surrogate character in any text an item sends, at any depth."""
+    if isinstance(value, str):
+        character = unsafe_character(value)
+        if character is not None:
+            raise InvalidRequest(
+                f"{name}: {_shown(value)} contains {describe_character(character)}; "
+                "send plain UTF-8 text"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(f"{name} key", key)
+            _check_text(f"{name}.{key}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(f"{name}[{index}]", item)
 
 
 class _Request(BaseModel):
@@ -101,7 +186,7 @@ class _Request(BaseModel):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property
     def request_id(self) -> str:
         """Deterministic: the same request, however it was spelled, has the same id."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:32]
@@ -112,33 +197,34 @@ class ProductRequest(_Request):
 
     kind: Literal["product"] = "product"
     job_code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
-    product: str
-    query_x_from: Number | None = None
-    query_y_from: Number | None = None
-    query_x_to: Number | None = None
-    query_y_to: Number | None = None
-    query_crs: str | None = None
+    product: str = Field(max_length=64)
+    query_x_from: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_y_from: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_x_to: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_y_to: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_crs: str | None = Field(default=None, max_length=32)
     latitude_from: Number | None = Field(default=None, ge=-90, le=90)
     latitude_to: Number | None = Field(default=None, ge=-90, le=90)
     longitude_from: Number | None = Field(default=None, ge=-180, le=180)
     longitude_to: Number | None = Field(default=None, ge=-180, le=180)
     time_from: Day
     time_to: Day
-    output_crs: str
-    resolution: Number | None = Field(default=None, gt=0)
+    output_crs: str = Field(max_length=32)
+    # From a millimetre in degrees to 100 km: anything else is a typo, not a product.
+    resolution: Number | None = Field(default=None, ge=1e-8, le=100_000)
     prefix: str = Field(min_length=1, max_length=1024)
-    bucket: str = Field(default="public-eo-data", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    bucket: str = Field(default=DEFAULT_BUCKET, pattern=BUCKET_PATTERN)
     naming: Literal["odc", "legacy"] | None = None
     epsg4326_naming: Flag = False
     cogeo_output: Flag = True
-    dask_chunk_size: Integer | None = Field(default=None, gt=0)
-    dask_time_chunk_size: Integer | None = Field(default=None, gt=0)
-    dask_x_chunk_size: Integer | None = Field(default=None, gt=0)
-    dask_y_chunk_size: Integer | None = Field(default=None, gt=0)
-    time_step: str | None = None
-    tide_range_from: Number | None = None
-    tide_range_to: Number | None = None
-    options: dict[str, str] = Field(default_factory=dict)
+    dask_chunk_size: Integer | None = Field(default=None, gt=0, le=100_000)
+    dask_time_chunk_size: Integer | None = Field(default=None, gt=0, le=100_000)
+    dask_x_chunk_size: Integer | None = Field(default=None, gt=0, le=100_000)
+    dask_y_chunk_size: Integer | None = Field(default=None, gt=0, le=100_000)
+    time_step: str | None = Field(default=None, max_length=16)
+    tide_range_from: Number | None = Field(default=None, ge=-10_000, le=10_000)
+    tide_range_to: Number | None = Field(default=None, ge=-10_000, le=10_000)
+    options: dict[str, str] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
     @field_validator("product")
     @classmethod
@@ -157,19 +243,38 @@ class ProductRequest(_Request):
     @field_validator("prefix")
     @classmethod
     def _relative_prefix(cls, value: str) -> str:
-        cleaned = value.strip("/")
-        if not cleaned or any(part in ("..", ".") for part in cleaned.split("/")):
-            raise ValueError(f"{value!r} is not a relative output path (no '..' parts)")
-        return cleaned
+        return relative_path(value, what="a relative output path")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        return _check_bucket(value)
 
     @field_validator("time_step")
     @classmethod
     def _time_step(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not TIME_STEP.match(value.upper()):
-            raise ValueError(f"{value!r} is not a time step (expected e.g. 1Y, 6M, 2W or 16D)")
+        if not TIME_STEP.fullmatch(value.upper()):
+            raise ValueError(
+                f"{_shown(value)} is not a time step (expected e.g. 1Y, 6M, 2W or 16D)"
+            )
         return value.upper()
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not OPTION_NAME.fullmatch(name):
+                raise ValueError(
+                    f"option name {_shown(name)} is not a name (expected lower-case letters, "
+                    "digits and _, e.g. tide_range_from)"
+                )
+            if len(text) > MAX_OPTION_TEXT:
+                raise ValueError(
+                    f"option {name} is {len(text):,} characters; the limit is {MAX_OPTION_TEXT}"
+                )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ProductRequest:
@@ -279,23 +384,62 @@ class SceneRequest(_Request):
     """One Sentinel-2 scene to turn into analysis-ready data, from `jobS2`."""
 
     kind: Literal["scene"] = "scene"
-    in_scene: str
-    inter_dir: str = Field(min_length=1)
-    s3_bucket: str = Field(default="public-eo-data", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    s3_dir: str = "fiji/Sentinel_2_test/"
+    in_scene: str = Field(max_length=128)
+    inter_dir: str = Field(min_length=1, max_length=1024)
+    s3_bucket: str = Field(default=DEFAULT_BUCKET, pattern=BUCKET_PATTERN)
+    s3_dir: str = Field(default="fiji/Sentinel_2_test/", max_length=1024)
     prodlevel: Literal["L1C", "L2A"] = "L2A"
-    source: str | None = None
+    source: str | None = Field(default=None, max_length=1024)
 
     @field_validator("in_scene")
     @classmethod
     def _scene_name(cls, value: str) -> str:
         name = value.removesuffix(".SAFE").removesuffix(".zip").removesuffix(".SAFE")
-        if not SENTINEL2_SCENE.match(name):
+        if not SENTINEL2_SCENE.fullmatch(name):
             raise ValueError(
-                f"{value!r} is not a Sentinel-2 product name (expected e.g. "
+                f"{_shown(value)} is not a Sentinel-2 product name (expected e.g. "
                 "S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708)"
             )
         return name
+
+    @field_validator("inter_dir")
+    @classmethod
+    def _scratch_directory(cls, value: str) -> str:
+        return directory_path(value, what="a scratch directory")
+
+    @field_validator("s3_dir")
+    @classmethod
+    def _output_folder(cls, value: str) -> str:
+        # Checked, not rewritten: the worker strips the slashes when it writes.
+        relative_path(value, what="a relative output folder", allow_empty=True)
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        return _check_bucket(value)
+
+    @field_validator("source")
+    @classmethod
+    def _archive(cls, value: str | None) -> str | None:
+        if value is None or not value:
+            return value
+        if "://" in value:
+            scheme, _, rest = value.partition("://")
+            if scheme.lower() not in ("s3", "file"):
+                raise ValueError(
+                    f"{_shown(value)} is not an archive (expected s3://bucket/prefix, an "
+                    "absolute directory, or one of the original's names such as gcloud)"
+                )
+            relative_path(rest, what="an archive path", allow_empty=True)
+        elif value.startswith("/"):
+            directory_path(value, what="an archive directory")
+        elif not LEGACY_SOURCE_NAME.fullmatch(value):
+            raise ValueError(
+                f"{_shown(value)} is not an archive (expected s3://bucket/prefix, an absolute "
+                "directory, or one of the original's names such as gcloud)"
+            )
+        return value
 
     @field_validator("prodlevel", mode="before")
     @classmethod
@@ -308,9 +452,15 @@ class SceneRequest(_Request):
 
     @property
     def scene_level(self) -> str:
-        match = SENTINEL2_SCENE.match(self.in_scene)
+        match = SENTINEL2_SCENE.fullmatch(self.in_scene)
         assert match is not None
         return match.group("level")
+
+
+def _check_bucket(value: str) -> str:
+    if ".." in value or value.startswith("xn--") or re.fullmatch(r"[0-9.]+", value):
+        raise ValueError(f"{_shown(value)} is not an S3 bucket name")
+    return value
 
 
 Request = ProductRequest | SceneRequest
@@ -319,32 +469,97 @@ _PRODUCT_FIELDS = frozenset(ProductRequest.model_fields) - {"kind"}
 _SCENE_FIELDS = frozenset(SceneRequest.model_fields) - {"kind"}
 
 
-def decode_fields(fields: Mapping[str, str]) -> dict[str, Any]:
+def decode_fields(
+    fields: Mapping[str, str],
+    *,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> dict[str, Any]:
     """An event's body: JSON in one payload field, or the flat fields themselves.
 
     Fields starting with `_` are envelope metadata (source, queue time) and never part of it.
+    Checked before anything is parsed: the event's size (`max_bytes`, names and values), that
+    every field is UTF-8, and how deeply its JSON nests (`max_depth`).
     """
+    size = sum(len(raw_bytes(name)) + len(raw_bytes(value)) for name, value in fields.items())
+    check_limit("the event is {} bytes", size, max_bytes, "max_event_bytes")
+    for name, value in fields.items():
+        for text, what in ((name, "a field name"), (value, f"field {readable_name(name)!r}")):
+            if not is_utf8(text):
+                offset, byte = first_bad_byte(text) or (0, 0)
+                raise InvalidRequest(
+                    f"{what} holds bytes that are not UTF-8 (0x{byte:02x} at byte {offset}); "
+                    "send UTF-8 text (the original bytes are kept in the dead letter)"
+                )
     body = {name: value for name, value in fields.items() if not name.startswith(META_PREFIX)}
     payload_fields = [name for name in PAYLOAD_FIELDS if name in body]
     if len(body) == 1 and payload_fields:
-        raw = body[payload_fields[0]]
-        try:
-            decoded = json.loads(raw)
-        except (json.JSONDecodeError, TypeError) as error:
-            raise InvalidRequest(
-                f"field {payload_fields[0]!r} is not valid JSON ({error}); "
-                "expected one JSON object "
-                'such as {"job_code": "geomedian", ...}'
-            ) from None
+        name = payload_fields[0]
+        decoded = _load_json(name, body[name], max_depth)
         if not isinstance(decoded, dict):
             raise InvalidRequest(
-                f"field {payload_fields[0]!r} holds a JSON {type(decoded).__name__}, "
-                "expected a JSON object"
+                f"field {name!r} holds a JSON {type(decoded).__name__}, expected a JSON object"
             )
         return decoded
     if not body:
         raise InvalidRequest("the event has no fields; expected a work item")
     return dict(body)
+
+
+def readable_name(name: str, limit: int = 40) -> str:
+    shown = name if is_utf8(name) else raw_bytes(name).decode("utf-8", "replace")
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+_JSON_STRUCTURE = re.compile(r'["\\\[\]{}]')
+
+
+def json_depth(text: str, stop_above: int) -> int:
+    """How deeply `text` nests arrays and objects (strings skipped); stops counting past
+    `stop_above`, so that a million `[` cost no more than the first few."""
+    depth = deepest = 0
+    in_string = False
+    escaped_position = -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        character, position = match.group(), match.start()
+        if in_string:
+            if position == escaped_position:
+                continue
+            if character == "\\":
+                escaped_position = position + 1
+            elif character == '"':
+                in_string = False
+        elif character == '"':
+            in_string = True
+        elif character in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_above:
+                    return deepest
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _load_json(field: str, raw: str, max_depth: int) -> Any:
+    if json_depth(raw, max_depth) > max_depth:
+        raise LimitExceeded(
+            f"field {field!r} nests JSON more than {max_depth} levels deep; the limit is "
+            f"{max_depth} ({setting_name('max_json_depth')})"
+        )
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, TypeError, RecursionError) as error:
+        # ValueError covers a malformed document, NaN/Infinity and integers too long to read.
+        raise InvalidRequest(
+            f"field {field!r} is not valid JSON ({_shown(str(error), 120)}); expected one JSON "
+            'object such as {"job_code": "geomedian", ...}'
+        ) from None
 
 
 def parse_request(
@@ -364,11 +579,15 @@ def parse_request(
         )
     unknown = sorted(str(name) for name in body if name not in known)
     if unknown and strict_fields:
+        shown = ", ".join(_shown(name, 40) for name in unknown[:10])
+        more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
         raise InvalidRequest(
-            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"unknown field{'s' if len(unknown) > 1 else ''} {shown}{more} "
             f"for a {model.__name__}; known fields: {', '.join(sorted(known))}"
         )
     cleaned = {name: value for name, value in body.items() if name in known}
+    for name, value in cleaned.items():
+        _check_text(name, value)
     try:
         return model.model_validate(cleaned), unknown
     except ValidationError as error:
@@ -387,8 +606,12 @@ def describe_validation_error(error: ValidationError) -> str:
             sentences.append(f"field {location!r} is required")
         elif location:
             given = item.get("input")
-            shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
-            if repr(given) in message:
+            shown = (
+                f" (got {_shown(given)})"
+                if given is not None and not isinstance(given, dict)
+                else ""
+            )
+            if repr(given) in message or _shown(given) in message:
                 shown = ""
             sentences.append(f"{location}: {message}{shown}")
         else:

@@ -16,8 +16,9 @@ import numpy.typing as npt
 
 from shared.errors import InvalidRequest
 
-#: A period length: a count and a unit (years, months, weeks, days), e.g. `1Y`, `16D`.
-TIME_STEP = re.compile(r"^(?P<count>[1-9]\d*)(?P<unit>[YMWD])$")
+#: A period length: a count (1 to 9999) and a unit (years, months, weeks, days), e.g. `1Y`, `16D`.
+#: `\Z`, not `$`, which would also match before a trailing newline.
+TIME_STEP = re.compile(r"^(?P<count>[1-9]\d{0,3})(?P<unit>[YMWD])\Z")
 
 #: Options every product accepts.
 COMMON_OPTIONS: frozenset[str] = frozenset({"time_step"})
@@ -39,7 +40,7 @@ def parse_number(name: str, text: str) -> float:
 def parse_time_step(text: str) -> str:
     """`1Y`, `6m`, `16D`: a count and a unit (Y, M, W, D), returned upper-cased."""
     step = text.strip().upper()
-    if not TIME_STEP.match(step):
+    if not TIME_STEP.fullmatch(step):
         raise InvalidRequest(f"time_step {text!r} is not a time step (expected e.g. 1Y, 6M or 16D)")
     return step
 

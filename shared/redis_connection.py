@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import QueueSettings, scrub_url
 from shared.embedded import EmbeddedValkey
+from shared.wire import ENCODING_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +28,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def connect(url: str, settings: QueueSettings | None = None) -> aioredis.Redis:
-    """An asyncio client (hiredis parser when installed) that retries passing faults."""
+    """An asyncio client (hiredis parser when installed) that retries passing faults.
+
+    Replies are decoded with `surrogateescape`: a byte that is not UTF-8 (anyone can `XADD` one)
+    becomes a lone surrogate instead of a `UnicodeDecodeError` inside the reply parser, and
+    `shared.wire.raw_bytes` gives the exact bytes back.
+    """
     options: dict[str, object] = {
         "decode_responses": True,
+        "encoding_errors": ENCODING_ERRORS,
         "health_check_interval": 15,
         "socket_keepalive": True,
         "socket_connect_timeout": 5,

@@ -16,7 +16,6 @@ A `ConsumerGroup` gives at-least-once delivery with leases:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from shared.keys import Keys
+from shared.wire import dead_letter_payload, original_fields
 
 log = structlog.get_logger(__name__)
 
@@ -42,28 +42,6 @@ for i, entry_id in ipairs(ARGV) do
   end
 end
 return renewed
-"""
-
-_APPLY_ONCE_THEN_ACK = """
--- KEYS[1] source stream, KEYS[2] idempotency key.
--- ARGV: group, entry id, ttl seconds, idempotency value, then commands as
--- <argument count> <command> <arguments...> repeated.
-local applied = 0
-if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', tonumber(ARGV[3])) then
-  local position = 5
-  while position <= #ARGV do
-    local count = tonumber(ARGV[position])
-    local command = {}
-    for offset = 1, count do
-      command[offset] = ARGV[position + offset]
-    end
-    redis.call(unpack(command))
-    position = position + count + 1
-    applied = applied + 1
-  end
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return applied
 """
 
 
@@ -146,7 +124,6 @@ class ConsumerGroup:
         self.reclaim_interval = min(lease_seconds / 4, 5.0)
         self._next_reclaim_at = 0.0
         self._renew = redis.register_script(_RENEW_IF_OWNED)
-        self._apply_once = redis.register_script(_APPLY_ONCE_THEN_ACK)
 
     @property
     def errors_key(self) -> str:
@@ -327,31 +304,6 @@ class ConsumerGroup:
             attempt=delivery.attempt,
         )
 
-    async def apply_once_then_ack(
-        self,
-        delivery: Delivery,
-        *,
-        idempotency_key: str,
-        ttl_seconds: int,
-        commands: Sequence[Sequence[str | int | float]],
-    ) -> bool:
-        """Run `commands` unless `idempotency_key` exists, and acknowledge, in one atomic step.
-
-        Returns whether the commands ran. A crash before this call leaves the entry pending (it is
-        reclaimed and applied later); a crash after it leaves nothing to redo.
-        """
-        applied = await self._apply_once(
-            keys=[self.stream, idempotency_key],
-            args=[
-                self.group,
-                delivery.entry_id,
-                ttl_seconds,
-                delivery.entry_id,
-                *flatten_commands(commands),
-            ],
-        )
-        return bool(applied)
-
     async def stats(self) -> GroupStats:
         return await group_stats(self.redis, self.stream, self.group)
 
@@ -368,7 +320,7 @@ def dead_letter_fields(
         "attempts": str(delivery.attempt),
         "service": service,
         "failed_at": f"{time.time():.3f}",
-        "payload": json.dumps(delivery.fields, sort_keys=True),
+        **dead_letter_payload(delivery.fields),
     }
 
 
@@ -430,6 +382,5 @@ async def trim(redis: aioredis.Redis, stream: str) -> int:
 
 
 def decode_payload(fields: Mapping[str, str]) -> dict[str, str]:
-    """The original fields of a dead-lettered entry."""
-    payload = json.loads(fields.get("payload", "{}"))
-    return {str(name): str(value) for name, value in payload.items()}
+    """The original fields of a dead-lettered entry, byte for byte."""
+    return original_fields(fields)

@@ -45,6 +45,7 @@ from services.worker.ard.runner import SceneRunner
 from services.worker.outputs.settings import S3Settings
 from services.worker.settings import WorkerSettings
 from shared.datacube import DatacubeSettings, add_products, init_index, open_datacube
+from shared.destinations import NotAllowed
 from shared.errors import InvalidRequest, Permanent
 from shared.jobs import SceneJob, scene_job
 from shared.messages import SceneRequest, parse_request
@@ -324,7 +325,10 @@ async def test_zipped_scene_in_an_s3_archive_goes_to_the_items_bucket_and_folder
             s3.upload_file(str(path), "scene-archive", key)
 
     s3_settings = S3Settings(aws_s3_endpoint_url=s3_endpoint, aws_region="us-east-1")
-    settings = worker_settings(places, ard_source="s3://scene-archive/s2", ard_output_url=None)
+    settings = worker_settings(
+        places, ard_source="s3://scene-archive/s2", ard_output_url=None,
+        allowed_output_buckets=["ard-bucket"],
+    )  # fmt: skip
     runner = SceneRunner(settings, indexer=None, s3_settings=s3_settings)
     outcomes = [
         await runner.run(
@@ -460,17 +464,23 @@ async def test_scenes_that_cannot_be_made_fail_for_good_with_a_reason_and_leave_
     )
 
 
-async def test_an_item_may_name_its_own_archive_as_source(
+async def test_an_item_may_name_an_allowed_archive_as_source_and_no_other(
     places: dict[str, Path], tmp_path: Path
 ) -> None:
     name = unique_name(9)
     other = tmp_path / "other-archive"
     write_safe(other, name=name, size=60, seed=19)
-    runner = SceneRunner(worker_settings(places), indexer=None)
+    settings = worker_settings(
+        places, allowed_ard_sources=[str(places["archive"]), f"{other}/", "gcloud"]
+    )
+    runner = SceneRunner(settings, indexer=None)
 
     done = await runner.run(job_for(name, places["scratch"], source=str(other)))
     with pytest.raises(SceneNotFound):
         await runner.run(job_for(unique_name(10), places["scratch"], source="gcloud"))
+    with pytest.raises(NotAllowed) as refused:
+        await runner.run(job_for(unique_name(11), places["scratch"], source=str(tmp_path)))
 
     assert done.state == "done"
+    assert "is not an allowed scene archive" in str(refused.value)
     assert os.listdir(places["scratch"]) == []

@@ -88,11 +88,10 @@ async def test_seed_items_pushed_with_rpush_and_xadd_become_the_expected_tile_jo
     projected = [job for job in product_jobs if job.request_crs == "EPSG:3460"]
     assert isinstance(projected[0], ProductJob)
     # 96 km tiles anchored at the origin: the 103 x 101 km box spans 2 x 2 tiles.
-    # Each is clipped to the box, so each id carries a hash of its bounds.
-    assert sorted(job.area.tile.split("-")[0] for job in projected) == [
-        "x022y036", "x022y037", "x023y036", "x023y037",
+    # Each is clipped to the box, so each id carries a hash of its bounds: the README's ids.
+    assert [job.area.tile for job in projected] == [
+        "x022y036-13f82c", "x023y036-96c679", "x022y037-2d8124", "x023y037-72f563",
     ]  # fmt: skip
-    assert all(len(job.area.tile.split("-")[1]) == 6 for job in projected)
     left = min(job.area.left for job in projected)
     right = max(job.area.right for job in projected)
     bottom = min(job.area.bottom for job in projected)
@@ -339,6 +338,7 @@ async def test_a_configured_password_never_appears_in_logs_or_metrics(
         assert service.terminate() == 0
         output = service.output
     assert "dispatched" in output
+    assert f"redis://conveyor:***@127.0.0.1:{restartable_valkey.port}/0" in output
     assert secret not in output
     assert secret not in metrics
     assert repr(DispatcherSettings(redis_url=url)).count(secret) == 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shared.errors import InvalidRequest
 from shared.jobs import split_periods
+from shared.limits import LimitExceeded
 from shared.messages import (
     ProductRequest,
     SceneRequest,
@@ -197,40 +198,219 @@ def _not_a_date(text: str) -> bool:
 
 KNOWN = set(ProductRequest.model_fields) | set(SceneRequest.model_fields)
 
+#: Spellings of numbers no field may hold: not finite, or far beyond every field's range.
+HOSTILE_NUMBERS = st.one_of(
+    st.sampled_from(["nan", "NaN", " -nan ", "inf", "-inf", "Infinity", "1e400", "-1e400"]),
+    st.floats(min_value=1e9, max_value=1e308).map(lambda v: repr(v)),
+    st.floats(min_value=1e9, max_value=1e308).map(lambda v: repr(-v)),
+    st.integers(min_value=10**9, max_value=10**400).map(str),
+    st.integers(min_value=10**9, max_value=10**400),
+    st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+)
+HOSTILE_NUMERIC_FIELDS = (*NUMERIC_FIELDS, "resolution", "dask_chunk_size", "dask_x_chunk_size")
+
 
 @st.composite
-def malformed_items(draw: st.DrawFn) -> dict[str, Any]:
-    """A work item that is invalid in exactly one way a person could make."""
+def malformed_items(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A work item invalid in exactly one way a person (or an attacker) could make, and the
+    field its refusal must name."""
     base = dict(SEED)
-    mutation = draw(st.integers(0, 6))
+    mutation = draw(st.integers(0, 8))
     if mutation == 0:
-        del base[draw(st.sampled_from(REQUIRED_PRODUCT_FIELDS))]
+        field = draw(st.sampled_from(REQUIRED_PRODUCT_FIELDS))
+        del base[field]
     elif mutation == 1:
-        base[draw(st.sampled_from(NUMERIC_FIELDS))] = draw(
-            st.text(max_size=12).filter(_not_a_number)
-        )
+        field = draw(st.sampled_from(NUMERIC_FIELDS))
+        base[field] = draw(st.text(max_size=12).filter(_not_a_number))
     elif mutation == 2:
-        base[draw(st.sampled_from(("time_from", "time_to")))] = draw(
-            st.text(max_size=12).filter(_not_a_date)
+        field = draw(st.sampled_from(("time_from", "time_to")))
+        base[field] = draw(
+            st.one_of(
+                st.text(max_size=12).filter(_not_a_date),
+                st.sampled_from(["1969-12-31", "2100-01-01", "9999-12-31", "20190101"]),
+            )
         )
     elif mutation == 3:
         # A leading underscore marks envelope metadata, so an unknown field starts with a letter.
-        name = draw(st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True).filter(
+        field = draw(st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True).filter(
             lambda n: n not in KNOWN
         ))  # fmt: skip
-        base[name] = draw(st.text(max_size=8))
+        base[field] = draw(st.text(max_size=8))
     elif mutation == 4:
-        base["product"] = draw(st.text(max_size=20).filter(lambda p: not p.endswith("_scene")))
+        field = "product"
+        base[field] = draw(st.text(max_size=20).filter(lambda p: not p.endswith("_scene")))
     elif mutation == 5:
-        base = {"in_scene": draw(st.text(max_size=40)), "inter_dir": "/tmp/x"}
-    else:
+        field = "in_scene"
+        base = {field: draw(st.text(max_size=40)), "inter_dir": "/tmp/x"}
+    elif mutation == 6:
+        field = "query_x_from"
         base["query_x_to"] = str(float(base["query_x_from"]) - draw(st.floats(0, 1e5)))
-    return base
+    elif mutation == 7:
+        field = draw(st.sampled_from(HOSTILE_NUMERIC_FIELDS))
+        base[field] = draw(HOSTILE_NUMBERS)
+    else:
+        field = draw(st.sampled_from(("prefix", "job_code", "product", "output_crs")))
+        text = str(base.get(field, "x"))
+        at = draw(st.integers(0, len(text)))
+        bad = draw(st.sampled_from(["\n", "\x00", "\u202e", "\x1b", "\udcff"]))
+        base[field] = text[:at] + bad + text[at:]
+    return base, field
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(item=malformed_items())
-def test_every_malformed_item_is_rejected_with_a_reason(item: dict[str, Any]) -> None:
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(malformed=malformed_items())
+def test_every_malformed_item_is_rejected_with_a_reason_naming_the_field(
+    malformed: tuple[dict[str, Any], str],
+) -> None:
+    item, field = malformed
     with pytest.raises(InvalidRequest) as raised:
         parse(item)
-    assert len(str(raised.value)) > 10
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize("field", (*HOSTILE_NUMERIC_FIELDS, "latitude_from", "tide_range_from"))
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", 10**400])
+def test_non_finite_and_overflowing_numbers_are_refused_naming_the_field(
+    field: str, value: object
+) -> None:
+    item = SEED | {field: value}
+    if field == "latitude_from":
+        item = {k: v for k, v in SEED.items() if not k.startswith("query_")} | {
+            "latitude_from": value, "latitude_to": "-20", "longitude_from": "-179",
+            "longitude_to": "-178",
+        }  # fmt: skip
+    if field == "tide_range_from":
+        item = SEED | {"job_code": "shoreline", field: value, "tide_range_to": "1"}
+    with pytest.raises(InvalidRequest) as raised:
+        parse(item)
+    message = str(raised.value)
+    assert message.startswith(f"{field}: ")
+    why = "is too large a number" if isinstance(value, int) else "is not a finite number"
+    assert why in message
+
+
+def test_a_name_matches_whole_so_a_trailing_newline_is_not_part_of_it() -> None:
+    from shared.messages import SENTINEL2_SCENE
+
+    name = json.loads(SEED_SCENE_ITEM)["in_scene"]
+    assert SENTINEL2_SCENE.match(name) is not None
+    assert SENTINEL2_SCENE.match(name + "\n") is None
+    with pytest.raises(InvalidRequest, match=r"in_scene: .* contains U\+000A"):
+        parse(json.loads(SEED_SCENE_ITEM) | {"in_scene": name + "\n"})
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"time_to": "9999-12-31", "time_step": "1D"}, "time_to: 9999-12-31 is not between"),
+        ({"prefix": "fiji//x"}, "it has an empty part ('//')"),
+        ({"prefix": "fiji\\x"}, "it contains a backslash"),
+        ({"output_crs": "+proj=longlat +datum=WGS84"}, "output_crs: '+proj=longlat"),
+        ({"time_from": "2019-W01-1"}, "time_from: '2019-W01-1' is not a date"),
+        ({"time_from": 0}, "time_from: 0 is not a date"),
+        ({"bucket": "a..b"}, "bucket: 'a..b' is not an S3 bucket name"),
+        ({"time_step": "99999D"}, "time_step: '99999D' is not a time step"),
+        ({"options": {"Tide": "1"}}, "option name 'Tide' is not a name"),
+        ({"resolution": "0"}, "resolution: "),
+    ],
+)
+def test_hostile_values_are_refused_with_a_reason(change: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse(SEED | change)
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"inter_dir": "/data/../etc"}, "inter_dir: '/data/../etc' is not a scratch directory"),
+        ({"inter_dir": "~/x"}, "starts with '~'"),
+        ({"s3_dir": "fiji//x"}, "s3_dir: 'fiji//x' is not a relative output folder"),
+        ({"source": "http://example.org/archive"}, "source: 'http://example.org/archive'"),
+        ({"source": "s3://bucket/../other"}, "it has a '..' part"),
+        ({"prodlevel": "L3"}, "prodlevel"),
+    ],
+)
+def test_hostile_scene_fields_are_refused_with_a_reason(
+    change: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse(json.loads(SEED_SCENE_ITEM) | change)
+    assert expected in str(raised.value)
+
+
+def test_the_seed_items_keep_their_request_ids() -> None:
+    """The dedupe key is the request id: a change here would re-dispatch every known request."""
+    assert parse(SEED).request_id == "6743df70433bb8176e79d942e29b7616"
+    assert parse(json.loads(SEED_SCENE_ITEM)).request_id == "efb7d86b096be8ed3ba681eb4c1f02d3"
+
+
+# -- the event's edge: bytes, size, nesting ------------------------------------------------------
+
+
+def test_bytes_that_are_not_utf8_are_refused_naming_the_byte() -> None:
+    from shared.wire import from_raw
+
+    with pytest.raises(InvalidRequest) as raised:
+        decode_fields({"payload": from_raw(b'{"job_code": "\xff\xfe"}')})
+    assert "field 'payload' holds bytes that are not UTF-8 (0xff at byte 14)" in str(raised.value)
+    with pytest.raises(InvalidRequest, match="a field name holds bytes that are not UTF-8"):
+        decode_fields({from_raw(b"job\xc3"): "geomedian"})
+
+
+def test_an_event_over_the_size_limit_is_refused_with_the_figure_and_the_setting() -> None:
+    with pytest.raises(LimitExceeded) as raised:
+        decode_fields({"payload": json.dumps(SEED | {"prefix": "x" * 70_000})})
+    assert "the limit is 65,536 (CONVEYOR_MAX_EVENT_BYTES)" in str(raised.value)
+    assert raised.value.reason == "over_limit"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["[" * 100_000, '{"options": {"a": {"b": {"c": {"d": 1}}}}}', '{"a": [[[[[1]]]]]}'],
+)
+def test_deeply_nested_json_is_refused_before_it_is_parsed(payload: str) -> None:
+    with pytest.raises(LimitExceeded, match="nests JSON more than 4 levels deep"):
+        decode_fields({"payload": payload}, max_bytes=1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"query_x_from": NaN}', "NaN is not a JSON number"),
+        ('{"query_x_from": Infinity}', "Infinity is not a JSON number"),
+        ('{"query_x_from": ' + "9" * 5000 + "}", "not valid JSON"),
+        ("[1, 2]", "holds a JSON list, expected a JSON object"),
+        ("{not json", "is not valid JSON"),
+    ],
+)
+def test_json_that_is_not_one_plain_object_is_refused(payload: str, expected: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        decode_fields({"payload": payload})
+    assert expected in str(raised.value)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    return 0
+
+
+@given(value=JSON_VALUES)
+def test_json_depth_counts_nesting_and_ignores_brackets_inside_strings(value: Any) -> None:
+    from shared.messages import json_depth
+
+    text = json.dumps(value)
+    assert json_depth(text, 100) == _depth(value)

@@ -1,8 +1,10 @@
 """The dispatcher: events -> validated requests -> tile jobs on the pool streams.
 
-Several dispatchers may run in the group `dispatcher`. Each event is handled with one atomic
-Lua step that adds its jobs (unless the same request was dispatched before) and acknowledges it.
-Invalid events go to the dead-letter stream with a reason; nothing invalid reaches a worker.
+Several dispatchers may run in the group `dispatcher`. Each event is validated and planned
+(pure, bounded: `planning`), then its jobs are added exactly once in bounded batches, the last of
+which acknowledges it (`batches`). Invalid events, requests over a limit and requests naming a
+place the operator has not allowed go to the dead-letter stream on their first delivery with a
+reason; nothing invalid reaches a worker and nothing invalid is retried.
 """
 
 from __future__ import annotations
@@ -18,23 +20,52 @@ import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.dispatcher.batches import BatchedDispatch
 from services.dispatcher.bridge import LegacyBridge
-from services.dispatcher.planning import RequestCheck, plan_jobs
+from services.dispatcher.events import EventGroup
+from services.dispatcher.planning import JobPlan, RequestCheck, check_limits, plan_request
 from shared.catalogue import check_request
 from shared.config import DispatcherSettings
+from shared.destinations import NotAllowed, check_destinations
 from shared.errors import InvalidRequest
-from shared.jobs import encode_job
-from shared.jobstate import Command, queued_commands
 from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
 from shared.lifecycle import sleep_unless_stopped
-from shared.messages import ProductRequest, decode_fields, parse_request
+from shared.limits import LimitExceeded
+from shared.messages import ProductRequest, Request, decode_fields, parse_request
 from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter, serve_metrics
 from shared.redis_connection import TRANSIENT_ERRORS
-from shared.streams import ConsumerGroup, Delivery, entry_time, group_stats, trim
+from shared.streams import Delivery, entry_time, group_stats, trim
 
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_SECONDS = 5.0
+#: Longest reason a dead letter states (a refusal may quote a field).
+MAX_REASON_CHARACTERS = 2000
+#: `source` label of events added straight to the stream (no `_source`).
+STREAM_SOURCE = "stream"
+#: `source` label of every other `_source` an event claims: labels come from sets the code
+#: knows, so 300 made-up sources make one series, not 300.
+OTHER_SOURCE = "other"
+
+
+class RequestInFlight(InvalidRequest):
+    """The request's previous run is still running: a new run would double its jobs."""
+
+    reason = "in_flight"
+
+
+class PlanningFailed(InvalidRequest):
+    """Validating or planning raised where it should have refused with a reason: a bug. Planning
+    is pure, so a retry would fail the same way; the event is dead-lettered at once."""
+
+    reason = "planning_failed"
+
+
+#: Every `reason` label the dispatcher's dead-letter counter can carry.
+DEAD_LETTER_REASONS = frozenset(
+    error.reason
+    for error in (InvalidRequest, LimitExceeded, NotAllowed, RequestInFlight, PlanningFailed)
+)
 
 
 class DispatcherMetrics:
@@ -85,15 +116,29 @@ class Dispatcher:
         self.metrics = DispatcherMetrics(registry or CollectorRegistry())
         self.check = check if check is not None else catalogue_check
         self.clock = clock
-        self.group = ConsumerGroup(
+        self.destinations = settings.destination_policy()
+        self.known_sources = frozenset({STREAM_SOURCE, *settings.legacy_lists})
+        self.group = EventGroup(
             redis,
             stream=self.keys.events,
             group=DISPATCHER_GROUP,
             consumer=self.consumer,
             keys=self.keys,
+            max_event_bytes=settings.max_event_bytes,
+            on_refused=self._count_unread_refusals,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
             service="dispatcher",
+        )
+        self.step = BatchedDispatch(
+            redis,
+            self.keys,
+            stream=self.keys.events,
+            group=DISPATCHER_GROUP,
+            consumer=self.consumer,
+            errors_key=self.group.errors_key,
+            ttl_seconds=settings.dedupe_ttl_seconds,
+            batch_bytes=settings.dispatch_batch_bytes,
         )
         self.bridge = LegacyBridge(
             redis, lists=list(settings.legacy_lists), events_stream=self.keys.events
@@ -101,45 +146,100 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         self.handled = 0
 
+    def source_label(self, source: str | None) -> str:
+        """The `source` metric label: the legacy list it came through, `stream`, or `other`."""
+        if source is None:
+            return STREAM_SOURCE
+        return source if source in self.known_sources else OTHER_SOURCE
+
+    def validate(self, fields: dict[str, str]) -> tuple[Request, JobPlan, list[str]]:
+        """The request, its plan (counted, within every limit) and any fields ignored.
+
+        Pure: any error here would recur on a retry, so every one ends as `InvalidRequest`.
+        """
+        settings = self.settings
+        try:
+            body = decode_fields(
+                fields, max_bytes=settings.max_event_bytes, max_depth=settings.max_json_depth
+            )
+            request, ignored = parse_request(body, strict_fields=settings.strict_fields)
+            plan = plan_request(
+                request,
+                tile_size=settings.tile_size,
+                tile_size_pixels=settings.tile_size_pixels,
+                check=self.check,
+            )
+            check_limits(plan, settings)
+            check_destinations(request, self.destinations)
+            # Make one job now: a job that cannot be made fails here, refused, not mid-dispatch.
+            next(plan.jobs(), None)
+        except InvalidRequest:
+            raise
+        except Exception as error:
+            log.exception("validating an event failed where it should have refused it")
+            raise PlanningFailed(
+                f"the dispatcher could not validate this event ({type(error).__name__}: "
+                f"{error}); this is a fault in the dispatcher, please report it with the event"
+            ) from error
+        return request, plan, ignored
+
     async def handle(self, delivery: Delivery) -> int:
-        """Dispatch one event; returns the number of jobs added (0 for a duplicate or reject)."""
-        source = delivery.fields.get("_source", "stream")
+        """Dispatch one event; returns the request's job count once its jobs are all in their
+        stream (the same figure when the step is retried), 0 for a duplicate or a refusal."""
+        source = self.source_label(delivery.fields.get("_source"))
         self.metrics.events.labels(source=source).inc()
         bound = log.bind(entry_id=delivery.entry_id, source=source)
         try:
-            body = decode_fields(delivery.fields)
-            request, ignored = parse_request(body, strict_fields=self.settings.strict_fields)
-            if ignored:
-                bound.warning("ignored unknown fields", fields=ignored)
-            jobs = plan_jobs(
-                request,
-                tile_size=self.settings.tile_size,
-                tile_size_pixels=self.settings.tile_size_pixels,
-                check=self.check,
-            )
+            request, plan, ignored = self.validate(delivery.fields)
         except InvalidRequest as error:
-            await self.group.dead_letter(delivery, reason=error.reason, error=str(error))
-            self.metrics.dead_letters.labels(service="dispatcher", reason=error.reason).inc()
+            await self.refuse(delivery, error)
             return 0
+        if ignored:
+            bound.warning("ignored unknown fields", fields=ignored[:20])
         bound = bound.bind(request_id=request.request_id)
         now = self.clock()
-        commands: list[Command] = [
-            ("XADD", self.keys.jobs(job.pool), "*", *encode_job(job).popitem()) for job in jobs
-        ]
-        commands.extend(queued_commands(self.keys, request, jobs, now))
-        applied = await self.group.apply_once_then_ack(
-            delivery,
-            idempotency_key=self.keys.dispatched(request.request_id),
-            ttl_seconds=self.settings.dedupe_ttl_seconds,
-            commands=commands,
-        )
-        if not applied:
-            bound.info("duplicate request: already dispatched", jobs=len(jobs))
+        outcome = await self.step.dispatch(delivery, plan, now)
+        if outcome.status == "in_flight":
+            await self.refuse(
+                delivery,
+                RequestInFlight(
+                    f"request {request.request_id} is still running its previous run "
+                    f"({outcome.jobs_finished:,} of {outcome.jobs_total:,} jobs finished); "
+                    f"submit it again once that run has finished "
+                    f"(conveyor job {request.request_id})"
+                ),
+            )
+            return 0
+        if outcome.status == "duplicate":
+            bound.info("duplicate request: already dispatched", jobs=plan.count)
+            return 0
+        if outcome.status != "dispatched":
+            bound.info("event taken over by another dispatcher", status=outcome.status)
             return 0
         self.metrics.latency.observe(max(0.0, now - entry_time(delivery.entry_id)))
-        self.metrics.dispatched.labels(pool=request.pool).inc(len(jobs))
-        bound.info("dispatched", pool=request.pool, jobs=len(jobs), kind=request.kind)
-        return len(jobs)
+        self.metrics.dispatched.labels(pool=request.pool).inc(outcome.jobs_added)
+        bound.info(
+            "dispatched", pool=request.pool, jobs=outcome.jobs_total, added=outcome.jobs_added,
+            batches=outcome.batches, kind=request.kind,
+        )  # fmt: skip
+        return outcome.jobs_total
+
+    async def refuse(self, delivery: Delivery, error: InvalidRequest) -> None:
+        """Dead-letter the event on this delivery with the reason; it is never retried."""
+        text = str(error)
+        if len(text) > MAX_REASON_CHARACTERS:
+            text = text[: MAX_REASON_CHARACTERS - 3] + "..."
+        await self.group.dead_letter(delivery, reason=error.reason, error=text)
+        self._count_dead_letter(error.reason)
+
+    def _count_dead_letter(self, reason: str) -> None:
+        label = reason if reason in DEAD_LETTER_REASONS else OTHER_SOURCE
+        self.metrics.dead_letters.labels(service="dispatcher", reason=label).inc()
+
+    def _count_unread_refusals(self, count: int) -> None:
+        self.metrics.dead_letters.labels(service="dispatcher", reason=LimitExceeded.reason).inc(
+            count
+        )
 
     async def handle_safely(self, delivery: Delivery) -> None:
         try:

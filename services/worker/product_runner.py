@@ -29,6 +29,7 @@ from services.worker.products import ProductContext, get_product, sensor_for
 from services.worker.service import JobOutcome
 from services.worker.settings import WorkerSettings
 from shared.catalogue import short_name
+from shared.destinations import check_destinations
 from shared.errors import NoData, Permanent
 from shared.jobs import Job, ProductJob
 
@@ -45,6 +46,7 @@ class ProductRunner:
         self.settings = settings
         self.compute = DaskCompute(settings)
         self.s3_settings = S3Settings()
+        self.destinations = settings.destination_policy()
         self._datacube: Any = None
         self._context: ProductContext | None = None
 
@@ -63,6 +65,8 @@ class ProductRunner:
     async def run(self, job: Job) -> JobOutcome:
         if not isinstance(job, ProductJob):
             raise Permanent(f"a {job.kind} job reached the product pool")
+        # The dispatcher checked this too; a job added to the stream by hand was not.
+        check_destinations(job, self.destinations)
         product = get_product(job.job_code)
         sensor = sensor_for(job.product)
         product.check(sensor, job.options)

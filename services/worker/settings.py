@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 
 from shared.config import QueueSettings
+from shared.destinations import DestinationSettings
 
 
-class WorkerSettings(QueueSettings):
+class WorkerSettings(QueueSettings, DestinationSettings):
     pool: Literal["product", "ard"] = "product"
     consumer_name: str | None = Field(default=None, description="Default hostname-pid.")
     concurrency: int = Field(default=1, ge=1, le=64, description="Jobs at once per process.")

@@ -53,14 +53,14 @@ from services.worker.outputs.settings import S3Settings
 from services.worker.outputs.spec import CogOptions
 from services.worker.service import JobOutcome
 from services.worker.settings import WorkerSettings
+from shared.destinations import LEGACY_ARD_SOURCES as LEGACY_SOURCES
+from shared.destinations import check_destinations
 from shared.errors import InvalidRequest, Permanent
 from shared.jobs import Job, SceneJob
 from shared.messages import SceneRequest
+from shared.paths import UnsafePath, relative_path
 
 log = structlog.get_logger(__name__)
-
-# Original archive names (the original's download APIs) that mean "the configured archive".
-LEGACY_SOURCES = frozenset({"gcloud", "esahub", "sedas", "default"})
 CONCURRENT_UPLOADS = 4
 
 
@@ -82,11 +82,10 @@ class OutputPlace:
 
 def output_folder(s3_dir: str, scene: str) -> str:
     """`{s3_dir}/{scene}`, with `s3_dir` checked to be a plain relative path."""
-    cleaned = s3_dir.strip().strip("/")
-    if cleaned and any(part in ("", ".", "..") for part in cleaned.split("/")):
-        raise BadSceneRequest(
-            f"s3_dir {s3_dir!r} is not a relative folder (no empty, '.' or '..' parts)"
-        )
+    try:
+        cleaned = relative_path(s3_dir.strip(), what="a relative folder", allow_empty=True)
+    except UnsafePath as error:
+        raise BadSceneRequest(f"s3_dir: {error}") from None
     return f"{cleaned}/{scene}" if cleaned else scene
 
 
@@ -112,6 +111,7 @@ class SceneRunner:
             plugin() for plugin in registered_scene_plugins().values()
         ]
         self.indexer = indexer_for(settings) if indexer == "configured" else indexer
+        self.destinations = settings.destination_policy()
 
     async def close(self) -> None:
         if self.indexer is not None:
@@ -161,6 +161,8 @@ class SceneRunner:
         if not isinstance(job, SceneJob):
             raise InvalidRequest(f"the ard pool runs scene jobs, not {job.kind} jobs")
         request = job.scene
+        # The dispatcher checked this too; a job added to the stream by hand was not.
+        check_destinations(job, self.destinations)
         plugin = self.plugin_for(request)
         plugin.check(request, self.settings)
         inter_dir = scratch_directory(request.inter_dir, self.settings.scratch_root)

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.jobs import Period
+from shared.paths import relative_path
 
 NamingMode = Literal["odc", "legacy"]
 Compression = Literal["DEFLATE", "ZSTD"]
@@ -131,12 +132,7 @@ class OutputSpec(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _relative_prefix(cls, value: str) -> str:
-        cleaned = value.strip("/")
-        if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
-            raise ValueError(
-                f"{value!r} is not a relative output path (no empty, '.' or '..' parts)"
-            )
-        return cleaned
+        return relative_path(value, what="a relative output path")
 
     @field_validator("bands")
     @classmethod
