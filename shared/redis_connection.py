@@ -39,8 +39,9 @@ def connect(url: str, settings: QueueSettings | None = None) -> aioredis.Redis:
     if settings is not None:
         if settings.redis_username:
             options["username"] = settings.redis_username
-        if settings.redis_password is not None:
-            options["password"] = settings.redis_password.get_secret_value()
+        password = settings.redis_password_value()
+        if password is not None:
+            options["password"] = password
         if url.startswith("rediss://"):
             if settings.redis_tls_ca_file is not None:
                 options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
@@ -59,7 +60,7 @@ def queue_url(settings: QueueSettings) -> tuple[str, EmbeddedValkey | None]:
     configured = settings.configured_redis_url()
     if configured is not None:
         return configured, None
-    server = EmbeddedValkey(settings.state_dir / "valkey")
+    server = EmbeddedValkey(settings.state_dir / "valkey", maxmemory=settings.embedded_maxmemory)
     running = server.running_instance()
     url = server.start(reuse=True)
     log.info("using embedded queue", url=url, reused=running is not None)
