@@ -529,3 +529,22 @@ async def test_every_service_does_its_work_under_its_own_user(
         for service in services:
             service.close()
         await admin.aclose()
+
+
+def test_workers_started_by_the_local_backend_connect_as_the_worker_user() -> None:
+    from services.autoscaler.backends.local import worker_environment
+
+    autoscaler = {
+        "CONVEYOR_REDIS_USERNAME": "conveyor-autoscaler",
+        "CONVEYOR_REDIS_PASSWORD": "autoscaler-secret",
+        "CONVEYOR_WORKER_REDIS_USERNAME": "conveyor-worker",
+        "CONVEYOR_WORKER_REDIS_PASSWORD_FILE": "/run/secrets/worker",
+        "CONVEYOR_NAMESPACE": "conveyor",
+    }
+    environment = worker_environment(autoscaler)
+    assert environment == {
+        "CONVEYOR_REDIS_USERNAME": "conveyor-worker",
+        "CONVEYOR_REDIS_PASSWORD_FILE": "/run/secrets/worker",
+        "CONVEYOR_NAMESPACE": "conveyor",
+    }
+    assert worker_environment({"CONVEYOR_REDIS_PASSWORD": "p"}) == {"CONVEYOR_REDIS_PASSWORD": "p"}
