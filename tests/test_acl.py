@@ -548,3 +548,15 @@ def test_workers_started_by_the_local_backend_connect_as_the_worker_user() -> No
         "CONVEYOR_NAMESPACE": "conveyor",
     }
     assert worker_environment({"CONVEYOR_REDIS_PASSWORD": "p"}) == {"CONVEYOR_REDIS_PASSWORD": "p"}
+
+
+def test_conveyor_acl_template_prints_what_the_deployments_ship() -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.app import app
+
+    result = CliRunner().invoke(app, ["acl", "template"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (REPO / "deploy" / "redis" / "users.acl.template").read_text()
+    other = CliRunner().invoke(app, ["acl", "template", "--namespace", "eo", "--legacy-list", "q"])
+    assert "user eo-worker on" in other.output and "~q " in other.output

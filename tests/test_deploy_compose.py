@@ -7,12 +7,14 @@ schema and for what it must contain; the Dockerfile is read stage by stage.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from tests.test_deploy import REPO_ROOT, run_tool
@@ -167,8 +169,52 @@ def test_compose_redis_keeps_an_append_only_file_on_a_volume() -> None:
     redis = compose()["services"]["redis"]
     script = redis["command"][-1]
     assert "--appendonly yes" in script and "--appendfsync everysec" in script
-    assert "user default off" in script
+    assert "--maxmemory-policy noeviction" in script and "--maxmemory " in script
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    # The users come from the template shared/acl.py renders (tests/test_deploy.py checks it).
+    assert "./deploy/redis/users.acl.template:/etc/redis/users.acl.template:ro" in redis["volumes"]
+
+
+def test_compose_redis_script_creates_every_role_and_refuses_a_missing_password(
+    tmp_path: Path,
+) -> None:
+    """The Compose start-up script, as Compose hands it to sh ($$ unescaped), with valkey."""
+    from shared.acl import ROLES, username
+    from shared.embedded import free_port, valkey_server_binary
+    from tests.test_deploy import _wait_until_listening
+
+    redis_service = compose()["services"]["redis"]
+    script = (
+        redis_service["command"][-1]
+        .replace("$$", "$")
+        .replace(
+            "/etc/redis/users.acl.template", str(REPO_ROOT / "deploy/redis/users.acl.template")
+        )
+        .replace("/run/redis/users.acl", str(tmp_path / "users.acl"))
+        .replace("exec redis-server", f"exec {valkey_server_binary()}")
+        .replace("--dir /data", f"--dir {tmp_path}")
+        .rstrip()
+    )
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "REDIS_MAXMEMORY": "64mb"}
+    env |= {f"REDIS_PASSWORD_{role.upper()}": f"{role}-pass" for role in ROLES}
+    missing = {key: value for key, value in env.items() if key != "REDIS_PASSWORD_WORKER"}
+    refused = subprocess.run(["sh", "-c", script], env=missing, capture_output=True, text=True)
+    assert refused.returncode != 0 and "REDIS_PASSWORD_WORKER" in refused.stderr
+    process = subprocess.Popen(
+        ["sh", "-c", script + f" --port {port} --bind 127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_until_listening(process, port)
+        for role in ROLES:
+            client = redis.Redis(port=port, username=username(role), password=f"{role}-pass")
+            assert client.ping() is True
+        operator = redis.Redis(port=port, username=username("operator"), password="operator-pass")
+        assert operator.info("memory")["maxmemory"] == 64 * 1024 * 1024
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
@@ -183,6 +229,11 @@ def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
         assert any(mount.startswith("/tmp") for mount in service["tmpfs"]), name
         environment = service["environment"]
         assert environment["CONVEYOR_REDIS_URL"] == "redis://redis:6379/0", name
+        # Each as its own ACL user.
+        assert environment["CONVEYOR_REDIS_USERNAME"] == f"conveyor-{name}", name
+        assert environment["CONVEYOR_REDIS_PASSWORD"].startswith(
+            f"${{REDIS_PASSWORD_{name.upper()}:-"
+        ), name
         assert environment["CONVEYOR_LOG_FORMAT"] == "json", name
         assert environment["CONVEYOR_METRICS_PORT"] == str(
             {"dispatcher": 9101, "worker": 9102, "autoscaler": 9103}[name]
@@ -191,6 +242,11 @@ def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
     for name in ("worker", "autoscaler"):
         environment = services[name]["environment"]
         assert environment["CONVEYOR_OUTPUT_URL"].startswith("s3://")
+        # Where ARD goes is the operator's choice, never a work item's `s3_bucket`.
+        assert re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.-]+(/.*)?", environment["CONVEYOR_ARD_OUTPUT_URL"]
+        )
+        assert environment["CONVEYOR_ARD_SOURCE"].startswith("s3://")
         assert environment["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
         assert environment["ODC_CONFIG_PATH"] == "/etc/datacube/datacube.conf"
         assert "./deploy/datacube.conf:/etc/datacube/datacube.conf:ro" in services[name]["volumes"]
@@ -212,7 +268,10 @@ def test_compose_prometheus_loads_the_rules_and_grafana_the_dashboard() -> None:
         for static in scrape.get("static_configs", [])
         for target in static["targets"]
     }
-    assert {"dispatcher:9101", "autoscaler:9103"} <= targets
+    assert {"dispatcher:9101", "autoscaler:9103", "redis-exporter:9121"} <= targets
+    exporter = services["redis-exporter"]["environment"]
+    assert exporter["REDIS_USER"] == "conveyor-exporter"
+    assert exporter["REDIS_EXPORTER_CONFIG_COMMAND"] == "-"
     dns_names = {
         name
         for scrape in config["scrape_configs"]
