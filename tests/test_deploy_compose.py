@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.test_deploy import REPO_ROOT, run_tool
 
@@ -72,7 +74,59 @@ def test_image_is_multi_stage_with_a_builder_that_compiles() -> None:
     assert len(stages) >= 2
     builder = stages[0]
     assert any(BUILD_TOOLS.search(run) for run in builder.arguments("RUN")), "builder has no gcc"
-    assert any("pip wheel" in run for run in builder.arguments("RUN"))
+
+
+def test_image_installs_exactly_the_locked_dependencies_checking_their_hashes() -> None:
+    builder = dockerfile_stages(DOCKERFILE.read_text())[0]
+    assert "requirements.lock ./" in builder.arguments("COPY")
+    installs = [run for run in builder.arguments("RUN") if "pip install" in run]
+    locked, project = installs
+    assert "--require-hashes" in locked and "-r requirements.lock" in locked
+    assert "--no-deps" in locked  # nothing the lock does not name
+    # The project itself adds nothing: no dependencies, no index, no build isolation download.
+    assert all(flag in project for flag in ("--no-deps", "--no-index", "--no-build-isolation"))
+    assert "pip check" in project
+
+
+def _lock_entries() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of requirements.lock."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = (REPO_ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"{requirement} is not pinned with =="
+        hashes = [
+            option.removeprefix("--hash=") for option in options if option.startswith("--hash=")
+        ]
+        entries[canonicalize_name(name.split("[")[0])] = (version, hashes)
+    return entries
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    import tomllib
+
+    entries = _lock_entries()
+    assert all(hashes for _version, hashes in entries.values()), "an entry without a hash"
+    assert all(
+        all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes)
+        for _version, hashes in entries.values()
+    )
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    wanted = [Requirement(text) for text in project["project"]["dependencies"]]
+    wanted += [Requirement(text) for text in project["build-system"]["requires"]]
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in entries, f"{requirement} is not in requirements.lock: run `make lock`"
+        version = entries[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {name}=={version}, outside {requirement}: run `make lock`"
+        )
+    # Extras' own dependencies are locked too.
+    assert {"hiredis", "psycopg-binary", "distributed"} <= set(entries)
 
 
 def test_final_image_has_no_compiler_and_runs_as_an_unprivileged_user() -> None:
@@ -82,9 +136,10 @@ def test_final_image_has_no_compiler_and_runs_as_an_unprivileged_user() -> None:
     for run in final.arguments("RUN"):
         assert not BUILD_TOOLS.search(run), f"build tools in the final stage: {run}"
         assert "apt-get install" not in run, f"packages installed in the final stage: {run}"
-    # Wheels come from the builder; nothing is compiled or downloaded in the final stage.
-    installs = [run for run in final.arguments("RUN") if "pip install" in run]
-    assert installs and all("--no-index" in run for run in installs)
+    # The environment comes from the builder; nothing is compiled or downloaded here.
+    assert not [run for run in final.arguments("RUN") if "pip " in run]
+    assert "--from=builder /opt/conveyor /opt/conveyor" in final.arguments("COPY")
+    assert any("PATH=/opt/conveyor/bin:" in env for env in final.arguments("ENV"))
     users = final.arguments("USER")
     assert users, "the final stage never leaves root"
     user = users[-1].split(":")[0]
