@@ -560,3 +560,19 @@ def test_conveyor_acl_template_prints_what_the_deployments_ship() -> None:
     assert result.output == (REPO / "deploy" / "redis" / "users.acl.template").read_text()
     other = CliRunner().invoke(app, ["acl", "template", "--namespace", "eo", "--legacy-list", "q"])
     assert "user eo-worker on" in other.output and "~q " in other.output
+
+
+async def test_the_embedded_queue_a_command_starts_has_the_configured_maxmemory(
+    tmp_path: Path,
+) -> None:
+    from shared.redis_connection import queue_url
+
+    settings = QueueSettings(state_dir=tmp_path, embedded_maxmemory="64mb")
+    url, server = queue_url(settings)
+    assert server is not None
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        assert client.config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    finally:
+        server.stop()
