@@ -213,13 +213,14 @@ def roles(
         # Adds tile jobs; watches and trims the pools' streams.
         Grant((*_STREAM_READ, "xadd", "xtrim", "xgroup|create"), (jobs_streams,)),
         Grant(_RECORDS, (*records, keys.dispatched("*"))),
-        Grant(("xadd", "xlen", "xinfo|stream"), (keys.dead, keys.results)),
+        # Dead letters and results: added, measured, and trimmed to their caps.
+        Grant(("xadd", "xlen", "xinfo|stream", "xinfo|groups", "xtrim"), (keys.dead, keys.results)),
     ]
     worker_grants = [
         # Its group on the jobs streams (and their `:errors` hashes); never XADD there.
         Grant((*_CONSUMER, *_HASH_WRITE), (jobs_streams,)),
         Grant(_RECORDS, records),
-        Grant(("xadd", "xlen", "xinfo|stream"), (keys.dead, keys.results)),
+        Grant(("xadd", "xlen", "xinfo|stream", "xinfo|groups"), (keys.dead, keys.results)),
     ]
     autoscaler_grants = [
         Grant(_STREAM_READ, (jobs_streams,), read_only=True),
