@@ -35,6 +35,9 @@ def connect(url: str, settings: QueueSettings | None = None) -> aioredis.Redis:
         "socket_connect_timeout": 5,
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        # No CLIENT SETINFO on connect: the ACL users do not grant it (Redis 7.0 has none).
+        "lib_name": None,
+        "lib_version": None,
     }
     if settings is not None:
         if settings.redis_username:
