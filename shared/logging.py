@@ -168,7 +168,12 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(sys.stderr)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
+        # Assigned, not setStream(): that flushes the previous stream, which a test runner may
+        # have closed since, and would raise in whichever thread happened to log.
+        stream = sys.stderr
+        if stream is None or getattr(stream, "closed", False):
+            stream = sys.__stderr__
+        self.stream = stream
         super().emit(record)
 
 

@@ -110,9 +110,21 @@ def test_botocore_debug_logs_of_a_real_request_carry_no_secret(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     configure_logging("json", "INFO", environment=environment)
-    logging.getLogger("botocore").setLevel(logging.DEBUG)
+    # botocore's loggers at DEBUG, whatever levels other code gave them before.
+    names = ("botocore", "botocore.endpoint", "botocore.auth", "botocore.hooks")
+    botocore_loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in botocore_loggers]
+    for logger in botocore_loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
     try:
-        client = boto3.client(
+        # A session of its own: boto3's default session may hold credentials from earlier.
+        session = boto3.session.Session(
+            aws_access_key_id="testing-key",
+            aws_secret_access_key=AWS_SECRET,
+            aws_session_token=SESSION_TOKEN,
+        )
+        client = session.client(
             "s3",
             endpoint_url=s3_endpoint,
             region_name="us-east-1",
@@ -125,11 +137,14 @@ def test_botocore_debug_logs_of_a_real_request_carry_no_secret(
         )
         logging.getLogger("botocore.test").debug("presigned %s", url)
     finally:
-        logging.getLogger("botocore").setLevel(logging.NOTSET)
+        for logger, level in zip(botocore_loggers, levels, strict=True):
+            logger.setLevel(level)
     records = lines(logs)
     text = json.dumps(records)
     assert len(records) > 10, "botocore logged nothing: the path was not exercised"
-    assert "Authorization" in text and "X-Amz-Security-Token" in text
+    sending = [str(r["event"]) for r in records if "Sending http request" in str(r["event"])]
+    assert sending, sorted({str(r.get("logger")) for r in records})
+    assert "Authorization" in sending[0] and "X-Amz-Security-Token" in sending[0], sending[0]
     assert AWS_SECRET not in text and SESSION_TOKEN not in text
     assert "Signature=" not in text.replace(f"Signature={REDACTED}", "")
 
