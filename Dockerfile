@@ -2,10 +2,13 @@
 # One image for every service:
 #   python -m services.dispatcher | python -m services.worker --pool product | python -m services.autoscaler
 #
-# Stage 1 builds wheels for the project and all its dependencies (gcc for any that ship only as
-# source). Stage 2 installs those wheels into a clean slim image with no compiler, runs as an
+# Stage 1 installs the dependencies exactly as requirements.lock pins them (versions and sha256
+# hashes, checked by pip: a changed or substituted file fails the build), then the project with
+# --no-deps, into a virtual environment (gcc for any dependency that ships only as source).
+# Stage 2 copies that environment into a clean slim image with no compiler, runs as an
 # unprivileged user and writes only under /tmp, so it runs with a read-only root filesystem.
 #   docker build -t odc-conveyor:dev .
+# After changing dependencies in pyproject.toml: `make lock`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -15,15 +18,16 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
+# Dependencies first, from the lock file alone, so that a code change reuses this layer.
+COPY requirements.lock ./
+RUN python -m venv /opt/conveyor \
+    && /opt/conveyor/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p shared services \
-    && touch shared/__init__.py services/__init__.py \
-    && pip wheel --wheel-dir /wheels . \
-    && rm -f /wheels/odc_conveyor-*.whl
 COPY shared ./shared
 COPY services ./services
-RUN pip wheel --no-deps --wheel-dir /wheels .
+# The project alone: every dependency is already in, from the lock (setuptools included).
+RUN /opt/conveyor/bin/pip install --no-deps --no-build-isolation --no-index . \
+    && /opt/conveyor/bin/pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="odc-conveyor" \
@@ -43,9 +47,9 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
        --shell /usr/sbin/nologin conveyor
-# Wheels come in through a bind mount, so they never become a layer of this image.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels odc-conveyor
+# The environment built and hash-checked in the first stage; nothing is downloaded here.
+COPY --from=builder /opt/conveyor /opt/conveyor
+ENV PATH=/opt/conveyor/bin:$PATH
 # An empty, root-owned working directory: `python -m` puts it first on sys.path.
 WORKDIR /app
 USER 10001:10001

@@ -42,6 +42,16 @@ bench: setup
 	$(BIN)/python benchmarks/ard_scene.py
 	$(BIN)/python benchmarks/autoscaler_traces.py
 
+# requirements.lock: what the image installs (pyproject's runtime dependencies and the build
+# backend), pinned to the versions this environment tests with, every file's hash included.
+.PHONY: lock
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' > $(VENV)/lock-constraints.txt
+	printf 'setuptools>=68\n' | $(BIN)/uv pip compile pyproject.toml - \
+	    -c $(VENV)/lock-constraints.txt --generate-hashes --no-annotate --python-version 3.11 \
+	    --python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' \
+	    -o requirements.lock
+
 stop: setup
 	$(BIN)/conveyor stop --state-dir .conveyor
 

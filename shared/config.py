@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.acl import read_password_file
 from shared.destinations import DestinationSettings
 from shared.limits import RequestLimits
 
@@ -32,6 +33,11 @@ class QueueSettings(BaseSettings):
     redis_password: SecretStr | None = Field(
         default=None, description="Password when it is not in the URL (e.g. from a Secret)."
     )
+    redis_password_file: Path | None = Field(
+        default=None,
+        description="File holding the password (a mounted Secret); used when "
+        "CONVEYOR_REDIS_PASSWORD is unset. A final newline is not part of the password.",
+    )
     redis_username: str | None = None
     redis_service_host: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_SERVICE_HOST", "redis_service_host")
@@ -48,6 +54,12 @@ class QueueSettings(BaseSettings):
         default=Path(".conveyor"),
         description="Embedded servers' data (queue AOF, PostgreSQL) and scratch space.",
     )
+    embedded_maxmemory: str = Field(
+        default="1gb",
+        pattern=r"^[0-9]+([kmg]b?)?$",
+        description="maxmemory of the embedded valkey-server (policy noeviction: a full queue "
+        "refuses writes).",
+    )
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 
@@ -58,6 +70,14 @@ class QueueSettings(BaseSettings):
         if isinstance(value, str) and value.startswith("tcp://"):
             return value.rsplit(":", 1)[-1]
         return value
+
+    def redis_password_value(self) -> str | None:
+        """The password from CONVEYOR_REDIS_PASSWORD, else from CONVEYOR_REDIS_PASSWORD_FILE."""
+        if self.redis_password is not None:
+            return self.redis_password.get_secret_value()
+        if self.redis_password_file is not None:
+            return read_password_file(self.redis_password_file)
+        return None
 
     def configured_redis_url(self) -> str | None:
         """The URL to connect to, or None when the embedded server should be started."""

@@ -13,10 +13,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
+from shared.acl import DEFAULT_LEGACY_LISTS, acl_file, password_digest
 
 log = structlog.get_logger(__name__)
 
@@ -43,18 +46,34 @@ def valkey_server_binary() -> Path:
     return binary
 
 
+ADMIN_USERNAME = "conveyor-admin"
+
+
 @dataclass
 class EmbeddedValkey:
     """A `valkey-server` process with AOF on, listening on loopback.
 
     The pid file lets a second `conveyor` command reuse a server that an earlier one started
     (`reuse=True`), which is what the CLI wants; tests start private servers.
+
+    `maxmemory` is always set, with the `noeviction` policy: a full queue refuses writes
+    (`OOM command not allowed`) rather than dropping entries or being killed by the kernel.
+
+    ACL mode (`acl_passwords`, role -> password): the default user is off and each role of
+    `shared.acl` gets its user, so every service can run as itself (the demo does). An
+    `admin_password` adds a `conveyor-admin` user that may do everything, for tests to inspect
+    the server; nothing the project ships uses it.
     """
 
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
     appendfsync: str = "everysec"
+    maxmemory: str = "1gb"
+    acl_passwords: Mapping[str, str] | None = field(default=None, repr=False)
+    namespace: str = "conveyor"
+    legacy_lists: Sequence[str] = DEFAULT_LEGACY_LISTS
+    admin_password: str | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +87,20 @@ class EmbeddedValkey:
     @property
     def _pid_file(self) -> Path:
         return self.data_dir / "valkey.pid"
+
+    @property
+    def acl_path(self) -> Path:
+        return self.data_dir / "users.acl"
+
+    def _write_acl_file(self) -> None:
+        assert self.acl_passwords is not None
+        text = acl_file(self.acl_passwords, self.namespace, self.legacy_lists)
+        if self.admin_password is not None:
+            digest = password_digest(self.admin_password)
+            text += f"user {ADMIN_USERNAME} on #{digest} ~* &* +@all\n"
+        # Only digests are written, and only this user may read them.
+        self.acl_path.touch(mode=0o600)
+        self.acl_path.write_text(text, encoding="utf-8")
 
     def running_instance(self) -> int | None:
         """Port of a server already running on this data directory, if any."""
@@ -97,7 +130,12 @@ class EmbeddedValkey:
             "--pidfile", str(self._pid_file.resolve()),
             "--logfile", str((self.data_dir / "valkey.log").resolve()),
             "--protected-mode", "no",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
+        if self.acl_passwords is not None:
+            self._write_acl_file()
+            command += ["--aclfile", str(self.acl_path.resolve())]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -143,7 +181,8 @@ def _accepts_connections(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            # With the default user off, an unauthenticated PING gets NOAUTH: up all the same.
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 

@@ -42,12 +42,16 @@ def connect(url: str, settings: QueueSettings | None = None) -> aioredis.Redis:
         "socket_connect_timeout": 5,
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        # No CLIENT SETINFO on connect: the ACL users do not grant it (Redis 7.0 has none).
+        "lib_name": None,
+        "lib_version": None,
     }
     if settings is not None:
         if settings.redis_username:
             options["username"] = settings.redis_username
-        if settings.redis_password is not None:
-            options["password"] = settings.redis_password.get_secret_value()
+        password = settings.redis_password_value()
+        if password is not None:
+            options["password"] = password
         if url.startswith("rediss://"):
             if settings.redis_tls_ca_file is not None:
                 options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
@@ -66,7 +70,7 @@ def queue_url(settings: QueueSettings) -> tuple[str, EmbeddedValkey | None]:
     configured = settings.configured_redis_url()
     if configured is not None:
         return configured, None
-    server = EmbeddedValkey(settings.state_dir / "valkey")
+    server = EmbeddedValkey(settings.state_dir / "valkey", maxmemory=settings.embedded_maxmemory)
     running = server.running_instance()
     url = server.start(reuse=True)
     log.info("using embedded queue", url=url, reused=running is not None)

@@ -25,6 +25,7 @@ import pytest
 import redis as redis_client
 import yaml
 
+from shared.acl import ROLES, acl_template, username
 from shared.embedded import free_port, valkey_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +168,9 @@ EXPORTED_METRICS: dict[str, str] = {
 }
 # Series Prometheus makes itself for every scrape target, never on a service's /metrics.
 SCRAPE_SERIES = frozenset({"up"})
+# Series of redis_exporter (beside Redis in the StatefulSet and in Compose), from INFO's
+# `used_memory` and `maxmemory`: not on a conveyor service's /metrics either.
+EXPORTER_SERIES = frozenset({"redis_memory_used_bytes", "redis_memory_max_bytes"})
 
 _PROMQL_KEYWORDS = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
@@ -238,9 +242,10 @@ def metric_names_used() -> set[str]:
     """Every metric name the alert rules and dashboard panels query that a service must export.
 
     Names are as they appear on /metrics (`conveyor_jobs_total`,
-    `conveyor_stage_duration_seconds_bucket`); series Prometheus adds itself (`up`) are left out.
+    `conveyor_stage_duration_seconds_bucket`); series Prometheus adds itself (`up`) and
+    redis_exporter's are left out.
     """
-    return series_queried() - SCRAPE_SERIES
+    return series_queried() - SCRAPE_SERIES - EXPORTER_SERIES
 
 
 def exported_series_names() -> set[str]:
@@ -685,6 +690,10 @@ def test_every_configmap_and_secret_a_pod_reads_is_defined_or_documented(overlay
         for volume in spec.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps, workload
+            if "secret" in volume:
+                name = volume["secret"]["secretName"]
+                assert volume["secret"].get("items"), f"{workload} mounts all of {name}"
+                secret_keys_read |= {(name, item["key"]) for item in volume["secret"]["items"]}
         for container in all_containers(spec):
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
@@ -697,7 +706,9 @@ def test_every_configmap_and_secret_a_pod_reads_is_defined_or_documented(overlay
     # create it); only the dev overlay carries one, with throwaway values.
     assert {name for name, _key in secret_keys_read} == {"conveyor-secrets"}
     required_keys = {key for _name, key in secret_keys_read}
-    assert required_keys <= {"redis-username", "redis-password", "db-password"}
+    assert required_keys <= {f"redis-password-{role}" for role in ROLES} | {"db-password"}
+    for obj in of_kind(objects, "TriggerAuthentication"):
+        required_keys |= {ref["key"] for ref in obj["spec"]["secretTargetRef"]}
     if overlay == "dev":
         data = secrets["conveyor-secrets"].get("data", {})
         assert required_keys <= data.keys()
@@ -750,13 +761,26 @@ def test_redis_keeps_an_append_only_file_on_a_volume_behind_an_acl_password(over
     assert "aclfile /run/redis/users.acl" in conf_lines
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     spec = redis["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
+    container, exporter = spec["containers"]
     assert container["image"].startswith("redis:7")
+    # redis_exporter beside it, as the exporter's ACL user, for the memory alert.
+    assert exporter["image"].startswith("oliver006/redis_exporter:")
+    assert env_value(exporter, "REDIS_USER") == username("exporter")
+    assert env_value(exporter, "REDIS_EXPORTER_CONFIG_COMMAND") == "-"
+    # maxmemory follows the container's memory limit, whatever the overlay sets.
+    assert env_value(container, "REDIS_MEMORY_LIMIT") == {
+        "resourceFieldRef": {"containerName": "redis", "resource": "limits.memory"}
+    }
     assert {"mountPath": "/data", "name": claim["metadata"]["name"]} in container["volumeMounts"]
     script = container["command"][-1]
-    assert "user default off" in script and "exec redis-server /etc/redis/redis.conf" in script
-    assert env_value(container, "REDIS_PASSWORD") == {
-        "secretKeyRef": {"name": "conveyor-secrets", "key": "redis-password"}
+    assert "exec redis-server /etc/redis/redis.conf --maxmemory" in script
+    template = named(objects, "ConfigMap", "redis-conf")["data"]["users.acl.template"]
+    assert template.startswith("user default off")
+    # Passwords reach Redis only as files from the Secret, never in its environment.
+    assert env_value(container, "REDIS_PASSWORD") is None
+    passwords = next(volume for volume in spec["volumes"] if volume["name"] == "passwords")
+    assert {item["key"] for item in passwords["secret"]["items"]} == {
+        f"redis-password-{role}" for role in ROLES
     }
     service = named(objects, "Service", "redis")
     assert selector_matches(
@@ -765,48 +789,150 @@ def test_redis_keeps_an_append_only_file_on_a_volume_behind_an_acl_password(over
     )
 
 
-def test_redis_acl_script_accepts_the_password_and_refuses_the_default_user(tmp_path: Path) -> None:
+def test_redis_start_script_creates_every_role_from_the_secret_with_maxmemory(
+    tmp_path: Path,
+) -> None:
     """The StatefulSet's start-up script and redis.conf, run with the project's valkey-server."""
     redis_server = valkey_server_binary()
-    container = named(render("base"), "StatefulSet", "redis")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    objects = render("base")
+    container = named(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]
     script = container["command"][-1]
-    conf = named(render("base"), "ConfigMap", "redis-conf")["data"]["redis.conf"]
+    config = named(objects, "ConfigMap", "redis-conf")["data"]
     port = free_port()
-    (tmp_path / "run").mkdir()
-    (tmp_path / "data").mkdir()
+    for folder in ("run", "data", "etc", "secrets"):
+        (tmp_path / folder).mkdir()
     conf = (
-        conf.replace("port 6379", f"port {port}")
+        config["redis.conf"]
+        .replace("port 6379", f"port {port}")
         .replace("bind * -::*", "bind 127.0.0.1")
         .replace("dir /data", f"dir {tmp_path / 'data'}")
         .replace("/run/redis/users.acl", str(tmp_path / "run" / "users.acl"))
     )
-    (tmp_path / "redis.conf").write_text(conf)
+    (tmp_path / "etc" / "redis.conf").write_text(conf)
+    (tmp_path / "etc" / "users.acl.template").write_text(config["users.acl.template"])
+    # As Kubernetes mounts the Secret's keys (kubectl --from-literal: no final newline).
+    passwords = {role: f"{role} s3cret pass!" for role in ROLES}
+    for role, password in passwords.items():
+        (tmp_path / "secrets" / role).write_text(password)
     script = (
         script.replace("/run/redis/users.acl", str(tmp_path / "run" / "users.acl"))
-        .replace("/etc/redis/redis.conf", str(tmp_path / "redis.conf"))
+        .replace("/etc/redis/", f"{tmp_path / 'etc'}/")
+        .replace("/run/secrets/redis/", f"{tmp_path / 'secrets'}/")
         .replace("exec redis-server", f"exec {redis_server}")
     )
-    env = {"PATH": "/usr/bin:/bin", "REDIS_USERNAME": "conveyor", "REDIS_PASSWORD": "s3cret pass!"}
+    limit = 512 * 1024 * 1024
+    env = {"PATH": "/usr/bin:/bin", "REDIS_MEMORY_LIMIT": str(limit)}
     process = subprocess.Popen(
         ["sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         _wait_until_listening(process, port)
-        user = redis_client.Redis(
-            host="127.0.0.1", port=port, username="conveyor", password="s3cret pass!"
+        for role, password in passwords.items():
+            client = redis_client.Redis(
+                host="127.0.0.1", port=port, username=username(role), password=password
+            )
+            assert client.ping() is True, role
+        operator = redis_client.Redis(
+            host="127.0.0.1",
+            port=port,
+            username=username("operator"),
+            password=passwords["operator"],
         )
-        assert user.ping() is True
-        assert user.config_get("appendfsync") == {"appendfsync": "everysec"}
-        assert b"s3cret" not in (tmp_path / "run" / "users.acl").read_bytes()
+        memory = operator.info("memory")
+        assert memory["maxmemory"] == limit // 10 * 7
+        assert memory["maxmemory_policy"] == "noeviction"
+        with pytest.raises(redis_client.exceptions.NoPermissionError):
+            operator.config_get("appendfsync")
+        acl = (tmp_path / "run" / "users.acl").read_text()
+        assert "s3cret" not in acl and "-password-sha256>" not in acl
         with pytest.raises(redis_client.AuthenticationError):
-            redis_client.Redis(host="127.0.0.1", port=port, password="s3cret pass!").ping()
+            redis_client.Redis(
+                host="127.0.0.1", port=port, username=username("worker"), password="wrong"
+            ).ping()
         with pytest.raises(redis_client.AuthenticationError):
             redis_client.Redis(host="127.0.0.1", port=port).ping()
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("absent", ["missing", "empty"])
+def test_redis_start_script_stops_when_a_role_has_no_password(tmp_path: Path, absent: str) -> None:
+    container = named(render("base"), "StatefulSet", "redis")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    template = named(render("base"), "ConfigMap", "redis-conf")["data"]["users.acl.template"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "etc" / "users.acl.template").write_text(template)
+    for role in ROLES:
+        if role != "keda":
+            (tmp_path / "secrets" / role).write_text("x")
+        elif absent == "empty":
+            (tmp_path / "secrets" / role).write_text("\n")
+    script = (
+        container["command"][-1]
+        .replace("/run/redis/users.acl", str(tmp_path / "users.acl"))
+        .replace("/etc/redis/", f"{tmp_path / 'etc'}/")
+        .replace("/run/secrets/redis/", f"{tmp_path / 'secrets'}/")
+        .replace("exec redis-server", "exec true")
+    )
+    completed = subprocess.run(
+        ["sh", "-c", script], env={"PATH": "/usr/bin:/bin", "REDIS_MEMORY_LIMIT": "1"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    # Never an empty password (whose digest would let anyone in as that user).
+    assert completed.returncode != 0
+    assert "keda" in completed.stderr
+
+
+def test_the_shipped_acl_templates_are_what_shared_acl_renders() -> None:
+    rendered = acl_template()
+    assert (DEPLOY / "redis" / "users.acl.template").read_text() == rendered, (
+        "deploy/redis/users.acl.template is stale: regenerate it with `conveyor acl template`"
+    )
+    for overlay in ("base", "dev", "prod", "keda"):
+        config = named(render(overlay), "ConfigMap", "redis-conf")["data"]
+        assert config["users.acl.template"] == rendered, (
+            f"the {overlay} redis-conf ConfigMap's users.acl.template is stale: copy "
+            "`conveyor acl template` into manifests/base/redis/redis.yaml"
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_connects_as_its_own_acl_user_with_a_password_file(overlay: str) -> None:
+    roles_of = {"dispatcher": "dispatcher", "worker": "worker", "autoscaler": "autoscaler"}
+    for workload, template in pod_templates(render(overlay)):
+        component = template["metadata"]["labels"].get("app.kubernetes.io/component")
+        if component not in roles_of:
+            continue
+        spec = template["spec"]
+        (container,) = spec["containers"]
+        role = roles_of[component]
+        assert env_value(container, "CONVEYOR_REDIS_USERNAME") == username(role), workload
+        assert env_value(container, "CONVEYOR_REDIS_PASSWORD") is None, workload
+        path = env_value(container, "CONVEYOR_REDIS_PASSWORD_FILE")
+        mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"]))
+        assert mount.get("readOnly") is True
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["items"] == [
+            {"key": f"redis-password-{role}", "path": path.rsplit("/", 1)[1]}
+        ], workload
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_names_the_ard_output_so_items_never_choose_the_bucket(
+    overlay: str,
+) -> None:
+    objects = render(overlay)
+    config = named(objects, "ConfigMap", "conveyor-config")["data"]
+    for name in ("CONVEYOR_ARD_OUTPUT_URL", "CONVEYOR_ARD_SOURCE"):
+        url = config.get(name, "")
+        assert re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+(/.*)?", url), (overlay, name, url)
+    spec = named(objects, "Deployment", "worker-ard")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert {"configMapRef": {"name": "conveyor-config"}} in container["envFrom"]
+    assert env_value(container, "CONVEYOR_ARD_OUTPUT_URL") is None  # not overridden per pod
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int) -> None:
@@ -912,9 +1038,9 @@ def test_keda_overlay_scales_workers_on_pending_entries_and_lag_without_the_auto
             refs = {ref["parameter"]: ref for ref in authentication["spec"]["secretTargetRef"]}
             assert (refs["password"]["name"], refs["password"]["key"]) == (
                 "conveyor-secrets",
-                "redis-password",
+                "redis-password-keda",
             )
-            assert refs["username"]["key"] == "redis-username"
+            assert refs["username"]["key"] == "redis-username-keda"
         # One trigger counts pending entries (jobs in flight are never scaled away), one counts
         # lag (entries waiting, and waking the pool from zero).
         modes = sorted(
@@ -1063,6 +1189,8 @@ def test_every_service_monitor_finds_a_service_that_finds_pods(overlay: str) -> 
     expected_jobs = {"conveyor-dispatcher", "conveyor-worker"}
     if overlay != "keda":
         expected_jobs.add("conveyor-autoscaler")
+    if overlay != "external-redis":
+        expected_jobs.add("redis")  # redis_exporter beside the StatefulSet
     assert job_names == expected_jobs
     assert of_kind(objects, "PrometheusRule")
 
@@ -1104,7 +1232,7 @@ def test_rules_and_dashboards_query_only_metrics_the_services_export() -> None:
     assert used, "no metric names found in the rules and dashboards"
     unknown = used - exported_series_names()
     assert not unknown, f"queried but not exported by any service: {sorted(unknown)}"
-    assert series_queried() - used <= SCRAPE_SERIES
+    assert series_queried() - used <= SCRAPE_SERIES | EXPORTER_SERIES
 
 
 def test_rules_and_dashboards_cover_each_service() -> None:

@@ -7,13 +7,17 @@ schema and for what it must contain; the Dockerfile is read stage by stage.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.test_deploy import REPO_ROOT, run_tool
 
@@ -70,7 +74,59 @@ def test_image_is_multi_stage_with_a_builder_that_compiles() -> None:
     assert len(stages) >= 2
     builder = stages[0]
     assert any(BUILD_TOOLS.search(run) for run in builder.arguments("RUN")), "builder has no gcc"
-    assert any("pip wheel" in run for run in builder.arguments("RUN"))
+
+
+def test_image_installs_exactly_the_locked_dependencies_checking_their_hashes() -> None:
+    builder = dockerfile_stages(DOCKERFILE.read_text())[0]
+    assert "requirements.lock ./" in builder.arguments("COPY")
+    installs = [run for run in builder.arguments("RUN") if "pip install" in run]
+    locked, project = installs
+    assert "--require-hashes" in locked and "-r requirements.lock" in locked
+    assert "--no-deps" in locked  # nothing the lock does not name
+    # The project itself adds nothing: no dependencies, no index, no build isolation download.
+    assert all(flag in project for flag in ("--no-deps", "--no-index", "--no-build-isolation"))
+    assert "pip check" in project
+
+
+def _lock_entries() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of requirements.lock."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = (REPO_ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"{requirement} is not pinned with =="
+        hashes = [
+            option.removeprefix("--hash=") for option in options if option.startswith("--hash=")
+        ]
+        entries[canonicalize_name(name.split("[")[0])] = (version, hashes)
+    return entries
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    import tomllib
+
+    entries = _lock_entries()
+    assert all(hashes for _version, hashes in entries.values()), "an entry without a hash"
+    assert all(
+        all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes)
+        for _version, hashes in entries.values()
+    )
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    wanted = [Requirement(text) for text in project["project"]["dependencies"]]
+    wanted += [Requirement(text) for text in project["build-system"]["requires"]]
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in entries, f"{requirement} is not in requirements.lock: run `make lock`"
+        version = entries[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {name}=={version}, outside {requirement}: run `make lock`"
+        )
+    # Extras' own dependencies are locked too.
+    assert {"hiredis", "psycopg-binary", "distributed"} <= set(entries)
 
 
 def test_final_image_has_no_compiler_and_runs_as_an_unprivileged_user() -> None:
@@ -80,9 +136,10 @@ def test_final_image_has_no_compiler_and_runs_as_an_unprivileged_user() -> None:
     for run in final.arguments("RUN"):
         assert not BUILD_TOOLS.search(run), f"build tools in the final stage: {run}"
         assert "apt-get install" not in run, f"packages installed in the final stage: {run}"
-    # Wheels come from the builder; nothing is compiled or downloaded in the final stage.
-    installs = [run for run in final.arguments("RUN") if "pip install" in run]
-    assert installs and all("--no-index" in run for run in installs)
+    # The environment comes from the builder; nothing is compiled or downloaded here.
+    assert not [run for run in final.arguments("RUN") if "pip " in run]
+    assert "--from=builder /opt/conveyor /opt/conveyor" in final.arguments("COPY")
+    assert any("PATH=/opt/conveyor/bin:" in env for env in final.arguments("ENV"))
     users = final.arguments("USER")
     assert users, "the final stage never leaves root"
     user = users[-1].split(":")[0]
@@ -167,8 +224,52 @@ def test_compose_redis_keeps_an_append_only_file_on_a_volume() -> None:
     redis = compose()["services"]["redis"]
     script = redis["command"][-1]
     assert "--appendonly yes" in script and "--appendfsync everysec" in script
-    assert "user default off" in script
+    assert "--maxmemory-policy noeviction" in script and "--maxmemory " in script
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    # The users come from the template shared/acl.py renders (tests/test_deploy.py checks it).
+    assert "./deploy/redis/users.acl.template:/etc/redis/users.acl.template:ro" in redis["volumes"]
+
+
+def test_compose_redis_script_creates_every_role_and_refuses_a_missing_password(
+    tmp_path: Path,
+) -> None:
+    """The Compose start-up script, as Compose hands it to sh ($$ unescaped), with valkey."""
+    from shared.acl import ROLES, username
+    from shared.embedded import free_port, valkey_server_binary
+    from tests.test_deploy import _wait_until_listening
+
+    redis_service = compose()["services"]["redis"]
+    script = (
+        redis_service["command"][-1]
+        .replace("$$", "$")
+        .replace(
+            "/etc/redis/users.acl.template", str(REPO_ROOT / "deploy/redis/users.acl.template")
+        )
+        .replace("/run/redis/users.acl", str(tmp_path / "users.acl"))
+        .replace("exec redis-server", f"exec {valkey_server_binary()}")
+        .replace("--dir /data", f"--dir {tmp_path}")
+        .rstrip()
+    )
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "REDIS_MAXMEMORY": "64mb"}
+    env |= {f"REDIS_PASSWORD_{role.upper()}": f"{role}-pass" for role in ROLES}
+    missing = {key: value for key, value in env.items() if key != "REDIS_PASSWORD_WORKER"}
+    refused = subprocess.run(["sh", "-c", script], env=missing, capture_output=True, text=True)
+    assert refused.returncode != 0 and "REDIS_PASSWORD_WORKER" in refused.stderr
+    process = subprocess.Popen(
+        ["sh", "-c", script + f" --port {port} --bind 127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_until_listening(process, port)
+        for role in ROLES:
+            client = redis.Redis(port=port, username=username(role), password=f"{role}-pass")
+            assert client.ping() is True
+        operator = redis.Redis(port=port, username=username("operator"), password="operator-pass")
+        assert operator.info("memory")["maxmemory"] == 64 * 1024 * 1024
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
@@ -183,6 +284,11 @@ def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
         assert any(mount.startswith("/tmp") for mount in service["tmpfs"]), name
         environment = service["environment"]
         assert environment["CONVEYOR_REDIS_URL"] == "redis://redis:6379/0", name
+        # Each as its own ACL user.
+        assert environment["CONVEYOR_REDIS_USERNAME"] == f"conveyor-{name}", name
+        assert environment["CONVEYOR_REDIS_PASSWORD"].startswith(
+            f"${{REDIS_PASSWORD_{name.upper()}:-"
+        ), name
         assert environment["CONVEYOR_LOG_FORMAT"] == "json", name
         assert environment["CONVEYOR_METRICS_PORT"] == str(
             {"dispatcher": 9101, "worker": 9102, "autoscaler": 9103}[name]
@@ -191,6 +297,11 @@ def test_compose_conveyor_containers_are_locked_down_and_configured() -> None:
     for name in ("worker", "autoscaler"):
         environment = services[name]["environment"]
         assert environment["CONVEYOR_OUTPUT_URL"].startswith("s3://")
+        # Where ARD goes is the operator's choice, never a work item's `s3_bucket`.
+        assert re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.-]+(/.*)?", environment["CONVEYOR_ARD_OUTPUT_URL"]
+        )
+        assert environment["CONVEYOR_ARD_SOURCE"].startswith("s3://")
         assert environment["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
         assert environment["ODC_CONFIG_PATH"] == "/etc/datacube/datacube.conf"
         assert "./deploy/datacube.conf:/etc/datacube/datacube.conf:ro" in services[name]["volumes"]
@@ -212,7 +323,10 @@ def test_compose_prometheus_loads_the_rules_and_grafana_the_dashboard() -> None:
         for static in scrape.get("static_configs", [])
         for target in static["targets"]
     }
-    assert {"dispatcher:9101", "autoscaler:9103"} <= targets
+    assert {"dispatcher:9101", "autoscaler:9103", "redis-exporter:9121"} <= targets
+    exporter = services["redis-exporter"]["environment"]
+    assert exporter["REDIS_USER"] == "conveyor-exporter"
+    assert exporter["REDIS_EXPORTER_CONFIG_COMMAND"] == "-"
     dns_names = {
         name
         for scrape in config["scrape_configs"]

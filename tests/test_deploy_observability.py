@@ -31,6 +31,8 @@ ALERTS = {
     "ConveyorJobFailureRatioHigh",
     "ConveyorAutoscalerAtMaximum",
     "ConveyorServiceDown",
+    "ConveyorRedisMemoryHigh",
+    "ConveyorDeadLettersNearCap",
 }
 
 
@@ -105,8 +107,10 @@ def test_compose_prometheus_config_is_valid_and_scrapes_the_jobs_the_alerts_watc
     (service_down,) = [rule for rule in alert_rules() if rule["alert"] == "ConveyorServiceDown"]
     pattern = re.search(r'job=~"([^"]+)"', service_down["expr"])
     assert pattern is not None
-    assert jobs == {job for job in jobs if re.fullmatch(pattern.group(1), job)}
-    assert jobs == {"conveyor-dispatcher", "conveyor-worker", "conveyor-autoscaler"}
+    conveyor_jobs = {"conveyor-dispatcher", "conveyor-worker", "conveyor-autoscaler"}
+    assert conveyor_jobs == {job for job in jobs if re.fullmatch(pattern.group(1), job)}
+    # And redis_exporter, for ConveyorRedisMemoryHigh.
+    assert jobs == conveyor_jobs | {"redis"}
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:

@@ -100,24 +100,12 @@ async def test_small_and_clipped_tiles_of_every_product_are_valid_cogs(
         processes.append(
             ServiceProcess(module, env | {"CONVEYOR_METRICS_PORT": str(free_port())}, [], log)
         )
-    items = [
-        json.dumps(
-            {
-                "job_code": job_code,
-                "product": "ls8_usgs_sr_scene",
-                "query_x_from": BOX[0],
-                "query_y_from": BOX[1],
-                "query_x_to": BOX[2],
-                "query_y_to": BOX[3],
-                "query_crs": "EPSG:3460",
-                "time_from": "2019-01-01",
-                "time_to": "2019-02-28",
-                "output_crs": "EPSG:3460",
-                "prefix": "small",
-            }
-        )  # fmt: skip
-        for job_code in ("ndvi", "water", "geomedian")
-    ]
+    request = {
+        "product": "ls8_usgs_sr_scene", "query_crs": "EPSG:3460", "output_crs": "EPSG:3460",
+        "query_x_from": BOX[0], "query_y_from": BOX[1], "query_x_to": BOX[2], "query_y_to": BOX[3],
+        "time_from": "2019-01-01", "time_to": "2019-02-28", "prefix": "small",
+    }  # fmt: skip
+    items = [json.dumps(request | {"job_code": code}) for code in ("ndvi", "water", "geomedian")]
     await redis_client.rpush("jobProduct", *items)
     keys = Keys(namespace)
 

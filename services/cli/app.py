@@ -342,9 +342,11 @@ def stop(
 
 def _mount_sub_apps() -> None:
     # Imported here, after `app` exists: the sub-apps are plain typer apps of their own modules.
+    from services.cli.acl import acl_app
     from services.cli.archive import archive_app
     from services.cli.autoscaler import autoscaler_app
 
+    app.add_typer(acl_app, name="acl")
     app.add_typer(archive_app, name="archive")
     app.add_typer(autoscaler_app, name="autoscaler")
 

@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shared.acl import ROLES, read_password_file, username, write_password_files
 from shared.embedded import EmbeddedValkey, free_port, stop_embedded_servers
+from shared.jobstate import FINAL_STATES
 from shared.keys import Keys
 from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
 
@@ -62,9 +64,26 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
     namespace = "conveyor"
 
     console.rule("[bold]odc-conveyor demo")
-    queue = EmbeddedValkey(state_dir / "valkey")
+    # One ACL user per role, as in production: each service below runs as its own user, with
+    # its password in a file (as a mounted Secret would be).
+    password_files = write_password_files(state_dir / "secrets", ROLES)
+    queue = EmbeddedValkey(
+        state_dir / "valkey",
+        acl_passwords={role: read_password_file(path) for role, path in password_files.items()},
+        namespace=namespace,
+    )
     queue_url = queue.start()
-    console.print(f"queue: embedded valkey-server at {queue_url} (AOF under {queue.data_dir})")
+    console.print(
+        f"queue: embedded valkey-server at {queue_url} (AOF under {queue.data_dir}), "
+        f"one ACL user per role (passwords under {state_dir / 'secrets'})"
+    )
+
+    def as_user(role: str, environment: dict[str, str]) -> dict[str, str]:
+        return environment | {
+            "CONVEYOR_REDIS_USERNAME": username(role, namespace),
+            "CONVEYOR_REDIS_PASSWORD_FILE": str(password_files[role].resolve()),
+        }
+
     processes: list[subprocess.Popen[bytes]] = []
     try:
         archive = prepare_demo_archive(state_dir=state_dir, console=console)
@@ -81,13 +100,15 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
         )
         processes.append(
             _service(
-                "services.dispatcher", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
+                "services.dispatcher",
+                as_user("dispatcher", env | {"CONVEYOR_METRICS_PORT": str(free_port())}),
                 logs / "dispatcher.log",
             )
         )  # fmt: skip
         processes.append(
             _service(
-                "services.worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())},
+                "services.worker",
+                as_user("worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())}),
                 logs / "worker-product.log", "--pool", "product",
             )
         )  # fmt: skip
@@ -99,8 +120,11 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
                 "CONVEYOR_ARD_OUTPUT_URL": str(output / "ard"),
             }
             processes.append(
-                _service("services.worker", ard_env, logs / "worker-ard.log", "--pool", "ard")
-            )
+                _service(
+                    "services.worker", as_user("worker", ard_env), logs / "worker-ard.log",
+                    "--pool", "ard",
+                )
+            )  # fmt: skip
             scene_item = json.loads(SEED_SCENE_ITEM) | {
                 "in_scene": archive.scene_name,
                 "inter_dir": str((state_dir / "scratch" / "intermediate").resolve()),
@@ -108,7 +132,15 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
             scene_items.append(json.dumps(scene_item))
         results = asyncio.run(
             _push_and_follow(
-                queue_url, namespace, [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM], scene_items, console
+                queue,
+                namespace,
+                {
+                    role: read_password_file(password_files[role])
+                    for role in ("producer", "operator")
+                },
+                [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM],
+                scene_items,
+                console,
             )
         )
     finally:
@@ -119,20 +151,34 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
 
 
 async def _push_and_follow(
-    queue_url: str,
+    queue: EmbeddedValkey,
     namespace: str,
+    passwords: dict[str, str],
     product_items: list[str],
     scene_items: list[str],
     console: Console,
 ) -> list[dict[str, Any]]:
     keys = Keys(namespace)
-    redis = aioredis.Redis.from_url(queue_url, decode_responses=True)
+
+    def client(role: str) -> aioredis.Redis:
+        return aioredis.Redis(
+            host=queue.host,
+            port=queue.port,
+            username=username(role, namespace),
+            password=passwords[role],
+            decode_responses=True,
+        )
+
+    # Work arrives as upstream sends it, through the producer's user; the demo follows it as an
+    # operator would.
+    producer, redis = client("producer"), client("operator")
     start_id = f"{int(time.time() * 1000)}-0"
     console.print("RPUSH jobProduct: the seed item (projected) and the same box in lat/lon")
-    await redis.rpush("jobProduct", *product_items)
+    await producer.rpush("jobProduct", *product_items)  # type: ignore[misc]
     if scene_items:
         console.print("RPUSH jobS2: one Sentinel-2 L2A scene")
-        await redis.rpush("jobS2", *scene_items)
+        await producer.rpush("jobS2", *scene_items)  # type: ignore[misc]
+    await producer.aclose()
     expected_requests = len(product_items) + len(scene_items)
     finished: dict[str, dict[str, Any]] = {}
     progress = Progress(
@@ -147,15 +193,10 @@ async def _push_and_follow(
             for _entry_id, fields in await redis.xrange(keys.results, start_id):
                 if fields.get("type") == "request":
                     finished[fields["request_id"]] = json.loads(fields["result"])
-            dispatched = await redis.keys(f"{keys.namespace}:request:*")
-            totals = finished_jobs = 0
-            for key in dispatched:
-                if key.endswith(":jobs"):
-                    continue
-                record = await redis.hgetall(key)
-                totals += int(record.get("jobs_total", 0))
-                finished_jobs += int(record.get("jobs_finished", 0))
-            progress.update(jobs_task, total=totals or None, completed=finished_jobs)
+            job_ids = await redis.zrange(keys.job_index, 0, -1)
+            job_states = [await redis.hget(keys.job(job_id), "state") for job_id in job_ids]  # type: ignore[misc]
+            finished_jobs = sum(1 for state in job_states if state in FINAL_STATES)
+            progress.update(jobs_task, total=len(job_ids) or None, completed=finished_jobs)
             progress.update(requests_task, completed=len(finished))
             dead = await redis.xlen(keys.dead)
             if dead:
@@ -164,7 +205,7 @@ async def _push_and_follow(
             await asyncio.sleep(1.0)
     jobs = []
     for job_id in await redis.zrange(keys.job_index, 0, -1):
-        record = await redis.hgetall(keys.job(job_id))
+        record = await redis.hgetall(keys.job(job_id))  # type: ignore[misc]
         record["outputs"] = json.loads(record.get("outputs") or "[]")
         jobs.append(record)
     await redis.aclose()

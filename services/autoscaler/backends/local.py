@@ -25,6 +25,29 @@ from shared.embedded import free_port
 log = structlog.get_logger(__name__)
 
 DEFAULT_WORKER_COMMAND = (sys.executable, "-m", "services.worker", "--pool", "{pool}")
+WORKER_PREFIX = "CONVEYOR_WORKER_"
+
+
+def worker_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The workers' environment: the autoscaler's, with each `CONVEYOR_WORKER_<NAME>` given to
+    them as `CONVEYOR_<NAME>`.
+
+    So the workers connect as the queue's worker user (`CONVEYOR_WORKER_REDIS_USERNAME`,
+    `CONVEYOR_WORKER_REDIS_PASSWORD_FILE`) rather than as the autoscaler, whose user may only
+    read the streams; the autoscaler's own password is not passed on when theirs is given.
+    """
+    overrides = {
+        f"CONVEYOR_{name.removeprefix(WORKER_PREFIX)}": value
+        for name, value in parent.items()
+        if name.startswith(WORKER_PREFIX)
+    }
+    environment = {
+        name: value for name, value in parent.items() if not name.startswith(WORKER_PREFIX)
+    }
+    if any(name.startswith("CONVEYOR_REDIS_PASSWORD") for name in overrides):
+        environment.pop("CONVEYOR_REDIS_PASSWORD", None)
+        environment.pop("CONVEYOR_REDIS_PASSWORD_FILE", None)
+    return environment | overrides
 
 
 @dataclass
@@ -61,7 +84,7 @@ class LocalProcessBackend:
         if not command:
             raise ValueError("the worker command is empty")
         self.command = list(command)
-        self.environment = dict(os.environ if environment is None else environment)
+        self.environment = worker_environment(os.environ if environment is None else environment)
         self.metrics_port_base = metrics_port_base
         self.stop_grace_seconds = stop_grace_seconds
         self.workers: list[WorkerProcess] = []

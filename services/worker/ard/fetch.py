@@ -6,14 +6,17 @@ Only the archive's top level is searched, so finding a scene costs one listing. 
 not there is a `SceneNotFound` naming what was looked for and where.
 
 Files are streamed into scratch (never memory-mapped or linked), so the archive can change or
-go away while the scene is processed; zips are unpacked member by member after checking that
-no member would land outside the scratch directory.
+go away while the scene is processed. Everything fetched is bounded (`ArchiveLimits`: bytes,
+files, and for zips the compression ratio), checked before anything is written and again while
+bytes are written; no member may land outside the scene's folder (absolute, `..`, backslash or
+control-character names), and symbolic links are refused, in zips and in archive folders alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import os
+import stat
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.worker.ard.errors import CorruptScene, SceneNotFound
+from services.worker.ard.limits import RATIO_FLOOR_BYTES, ArchiveLimits
 from services.worker.outputs.destination import S3Destination
 from services.worker.outputs.settings import S3Settings, parse_output_url
 from shared.config import scrub_url
@@ -90,33 +94,94 @@ def _not_found(archive: Archive, candidates: Sequence[str]) -> SceneNotFound:
 def _inside(folder: Path, relative: str) -> Path:
     """`folder/relative`, refusing names that would escape `folder` (a zip slip)."""
     parts = PurePosixPath(relative).parts
-    if not parts or relative.startswith("/") or any(part in ("..", "") for part in parts):
+    if (
+        not parts
+        or relative.startswith("/")
+        or any(part in ("..", "") for part in parts)
+        or "\\" in relative
+        or any(ord(character) < 32 or ord(character) == 127 for character in relative)
+    ):
         raise CorruptScene(f"archive member {relative!r} would be written outside the scene")
     return folder.joinpath(*parts)
+
+
+def _copy_bounded(reader: Any, writer: Any, written: int, limits: ArchiveLimits, where: str) -> int:
+    """Copy in chunks, counting what is written: sizes a zip declares are not trusted."""
+    while chunk := reader.read(CHUNK_BYTES):
+        written += len(chunk)
+        limits.check_bytes(written, where)
+        writer.write(chunk)
+    return written
 
 
 # -- local directories ----------------------------------------------------------------------
 
 
-def _stream_copy(source: str, target: str) -> str:
-    # Opened and read as a stream: works for any readable file, and copies no metadata.
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
-    return target
-
-
-def _copy_folder(source: Path, target: Path) -> int:
-    shutil.copytree(source, target, copy_function=_stream_copy, dirs_exist_ok=True)
-    return sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
-
-
-def unpack_zip(path: Path, folder: Path, *, label: str | None = None) -> int:
-    """Unpack the product zip `path` into `folder`; a broken zip is a `CorruptScene`."""
-    shown = label or path.name
+def _folder_files(source: Path, limits: ArchiveLimits) -> list[tuple[str, int]]:
+    """(relative path, size) of every file under `source`, within the limits; links refused."""
+    if source.is_symlink():
+        raise CorruptScene(f"{source} is a symbolic link; a scene must be a folder of files")
+    files: list[tuple[str, int]] = []
     total = 0
+    for directory, folders, names in os.walk(source):
+        for name in (*folders, *names):
+            path = Path(directory) / name
+            if path.is_symlink():
+                raise CorruptScene(
+                    f"{path} is a symbolic link; a scene in the archive may hold only files"
+                )
+        for name in names:
+            path = Path(directory) / name
+            size = path.stat().st_size
+            total += size
+            files.append((path.relative_to(source).as_posix(), size))
+            limits.check_members(len(files), str(source))
+            limits.check_bytes(total, str(source))
+    return files
+
+
+def _copy_folder(source: Path, target: Path, limits: ArchiveLimits) -> int:
+    """Copy the scene folder, file by file as streams (no metadata, no links followed)."""
+    written = 0
+    for relative, _size in _folder_files(source, limits):
+        destination = _inside(target, relative)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with open(source / relative, "rb") as reader, open(destination, "wb") as writer:
+            written = _copy_bounded(reader, writer, written, limits, str(source))
+    return written
+
+
+def _is_link(member: zipfile.ZipInfo) -> bool:
+    # Unix zips keep the file type in the high half of external_attr.
+    return stat.S_ISLNK(member.external_attr >> 16)
+
+
+def unpack_zip(
+    path: Path, folder: Path, *, label: str | None = None, limits: ArchiveLimits | None = None
+) -> int:
+    """Unpack the product zip `path` into `folder`, within `limits`; a broken, hostile or
+    oversized zip is a `CorruptScene` saying why."""
+    limits = limits if limits is not None else ArchiveLimits()
+    shown = label or path.name
+    written = 0
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
+            members = archive.infolist()
+            # Everything the central directory says is checked before a byte is written.
+            limits.check_members(sum(1 for m in members if not m.is_dir()), shown)
+            limits.check_bytes(sum(m.file_size for m in members), shown)
+            limits.check_ratio(
+                sum(m.file_size for m in members), sum(m.compress_size for m in members), shown
+            )
+            for member in members:
+                _inside(folder, member.filename.rstrip("/"))
+                if _is_link(member):
+                    raise CorruptScene(f"{shown}: member {member.filename!r} is a symbolic link")
+                if member.file_size >= RATIO_FLOOR_BYTES:
+                    limits.check_ratio(
+                        member.file_size, member.compress_size, f"{shown}: {member.filename}"
+                    )
+            for member in members:
                 target = _inside(folder, member.filename.rstrip("/"))
                 if member.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
@@ -124,20 +189,21 @@ def unpack_zip(path: Path, folder: Path, *, label: str | None = None) -> int:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(member) as reader, open(target, "wb") as writer:
-                        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
+                        written = _copy_bounded(reader, writer, written, limits, shown)
                 except zipfile.BadZipFile as error:
                     raise CorruptScene(
                         f"{shown}: member {member.filename} is corrupt ({error})"
                     ) from None
-                total += member.file_size
     except zipfile.BadZipFile as error:
         raise CorruptScene(f"{shown} is not a readable zip archive ({error})") from None
     except FileNotFoundError:
         raise CorruptScene(f"{shown} vanished while it was unpacked") from None
-    return total
+    return written
 
 
-def _fetch_local(archive: Archive, candidates: Sequence[str], folder: Path) -> FetchedScene:
+def _fetch_local(
+    archive: Archive, candidates: Sequence[str], folder: Path, limits: ArchiveLimits
+) -> FetchedScene:
     assert archive.directory is not None
     root = archive.directory
     if not root.is_dir():
@@ -148,10 +214,10 @@ def _fetch_local(archive: Archive, candidates: Sequence[str], folder: Path) -> F
     for candidate in candidates:
         source = root / candidate.rstrip("/")
         if candidate.endswith("/") and source.is_dir():
-            size = _copy_folder(source, folder / source.name)
+            size = _copy_folder(source, folder / source.name, limits)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
         if not candidate.endswith("/") and source.is_file():
-            size = unpack_zip(source, folder)
+            size = unpack_zip(source, folder, limits=limits)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
     raise _not_found(archive, candidates)
 
@@ -196,7 +262,11 @@ async def _download(client: Any, bucket: str, key: str, target: Path) -> None:
 
 
 async def _fetch_s3(
-    archive: Archive, candidates: Sequence[str], folder: Path, s3_settings: S3Settings
+    archive: Archive,
+    candidates: Sequence[str],
+    folder: Path,
+    s3_settings: S3Settings,
+    limits: ArchiveLimits,
 ) -> FetchedScene:
     assert archive.bucket is not None
     # The outputs' S3 client, for its credentials, endpoint and retry settings; read only here.
@@ -213,6 +283,9 @@ async def _fetch_s3(
                 members = [(k, size) for k, size in listed if not k.endswith("/")]
                 if not members:
                     continue
+                where = f"s3://{archive.bucket}/{key}"
+                limits.check_members(len(members), where)
+                limits.check_bytes(sum(size for _key, size in members), where)
                 limit = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
                 base = folder / candidate.rstrip("/")
 
@@ -241,12 +314,17 @@ async def _fetch_s3(
                     size=sum(size for _key, size in members),
                 )
             if any(k == key for k, _size in listed):
+                limits.check_bytes(
+                    max(size for k, size in listed if k == key), f"s3://{archive.bucket}/{key}"
+                )
                 zipped = folder / f".{PurePosixPath(candidate).name}"
                 try:
                     await _download(client, archive.bucket, key, zipped)
                 except (ClientError, BotoCoreError, OSError) as error:
                     raise _s3_error(error, archive, candidate) from error
-                size = await asyncio.to_thread(unpack_zip, zipped, folder, label=candidate)
+                size = await asyncio.to_thread(
+                    unpack_zip, zipped, folder, label=candidate, limits=limits
+                )
                 await asyncio.to_thread(zipped.unlink)
                 return FetchedScene(
                     folder=folder, source_url=f"s3://{archive.bucket}/{key}", size=size
@@ -257,13 +335,18 @@ async def _fetch_s3(
 
 
 async def fetch_scene(
-    archive: Archive, candidates: Sequence[str], folder: Path, s3_settings: S3Settings
+    archive: Archive,
+    candidates: Sequence[str],
+    folder: Path,
+    s3_settings: S3Settings,
+    limits: ArchiveLimits | None = None,
 ) -> FetchedScene:
     """Fetch the first of `candidates` (`name.SAFE/` folders end with `/`) into `folder`."""
+    limits = limits if limits is not None else ArchiveLimits()
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     if archive.directory is not None:
-        fetched = await asyncio.to_thread(_fetch_local, archive, candidates, folder)
+        fetched = await asyncio.to_thread(_fetch_local, archive, candidates, folder, limits)
     else:
-        fetched = await _fetch_s3(archive, candidates, folder, s3_settings)
+        fetched = await _fetch_s3(archive, candidates, folder, s3_settings, limits)
     log.info("ard.fetched", source=fetched.source_url, bytes=fetched.size)
     return fetched

@@ -34,6 +34,7 @@ from services.worker.ard import sentinel2 as _sentinel2  # noqa: F401  (register
 from services.worker.ard.errors import BadSceneRequest
 from services.worker.ard.fetch import Archive, fetch_scene, parse_archive
 from services.worker.ard.index import SceneIndexer, indexer_for
+from services.worker.ard.limits import ArchiveLimits
 from services.worker.ard.plugin import (
     ArdContext,
     ArdProduct,
@@ -103,9 +104,11 @@ class SceneRunner:
         indexer: SceneIndexer | Literal["configured"] | None = "configured",
         s3_settings: S3Settings | None = None,
         cog: CogOptions | None = None,
+        archive_limits: ArchiveLimits | None = None,
     ) -> None:
         self.settings = settings
         self.s3_settings = s3_settings if s3_settings is not None else S3Settings()
+        self.archive_limits = archive_limits if archive_limits is not None else ArchiveLimits()
         self.cog = cog or CogOptions()
         self.plugins: list[ScenePlugin] = [
             plugin() for plugin in registered_scene_plugins().values()
@@ -202,7 +205,11 @@ class SceneRunner:
         started = time.monotonic()
         await asyncio.to_thread(fresh_folder, workdir)
         fetched = await fetch_scene(
-            archive, plugin.archive_candidates(request), workdir / "input", self.s3_settings
+            archive,
+            plugin.archive_candidates(request),
+            workdir / "input",
+            self.s3_settings,
+            self.archive_limits,
         )
         ready = await plugin.prepare(fetched, request, workdir, self.settings)
         stages["load"] = time.monotonic() - started

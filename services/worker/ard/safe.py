@@ -8,6 +8,10 @@ naming the file, since a retry cannot mend a broken product.
 
 Element names are matched whatever their XML namespace: the PSD version (and so the namespace)
 changes between baselines, the element names do not.
+
+The metadata comes from an archive, so it is read as untrusted: XML with a DTD or entities is
+refused (defusedxml; ESA's files have neither), and every band file it names must be a plain
+relative path that resolves inside the product's folder.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from xml.etree import ElementTree as ET
+
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
 
 from services.worker.ard.errors import CorruptScene
 
@@ -128,11 +135,41 @@ def _local(tag: str) -> str:
 
 def _parse(path: Path) -> ET.Element:
     try:
-        return ET.parse(path).getroot()
+        return SafeET.parse(path, forbid_dtd=True).getroot()
     except FileNotFoundError:
         raise CorruptScene(f"{path} is missing from the product") from None
+    except DefusedXmlException as error:
+        raise CorruptScene(
+            f"{path} declares a DTD or entities ({error}), which product metadata never has"
+        ) from None
     except (ET.ParseError, OSError) as error:
         raise CorruptScene(f"{path} is not readable XML ({error})") from None
+
+
+def band_path(root: Path, stem: str, metadata: Path) -> Path:
+    """`root/{stem}.jp2` for an IMAGE_FILE of the metadata, if it stays inside `root`.
+
+    A name from the metadata is data, not a path to trust: absolute names, empty, `.` or `..`
+    parts, backslashes and control characters are refused, and the result (links resolved)
+    must lie under the product's folder.
+    """
+    parts = PurePosixPath(stem).parts
+    if (
+        not parts
+        or stem.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+        or "\\" in stem
+        or any(ord(character) < 32 or ord(character) == 127 for character in stem)
+    ):
+        raise CorruptScene(f"{metadata} names a band file {stem!r} outside the product's folder")
+    path = root.joinpath(*parts[:-1], f"{parts[-1]}.jp2")
+    resolved_root = root.resolve()
+    if not path.resolve().is_relative_to(resolved_root):
+        raise CorruptScene(
+            f"{metadata} names a band file {stem!r} that leads outside the product's folder "
+            f"({path.resolve()})"
+        )
+    return path
 
 
 class _Reader:
@@ -229,7 +266,7 @@ def _image_files(reader: _Reader, root: Path) -> dict[str, Path]:
             continue
         key = (match.group("code"), int(match.group("resolution")))
         if key in wanted:
-            files[wanted[key]] = root / f"{stem}.jp2"
+            files[wanted[key]] = band_path(root, stem, reader.path)
     missing = [band.code for band in (*L2A_BANDS, SCL_BAND) if band.measurement not in files]
     if missing:
         raise CorruptScene(
