@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.queue",
     "tests.fixtures.postgres",
     "tests.fixtures.s3",
+    "tests.e2e_support",
 ]
