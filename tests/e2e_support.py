@@ -87,16 +87,14 @@ def worker_env(
     redis_url: str, namespace: str, archive: ArchiveFixture, output: str, **extra: str
 ) -> dict[str, str]:
     """The environment of a dispatcher or worker on this archive, writing to `output`."""
-    return service_env(
-        redis_url,
-        namespace,
-        CONVEYOR_BLOCK_MS="100",
-        CONVEYOR_OUTPUT_URL=output,
-        CONVEYOR_DASK_THREADS="1",
-        CONVEYOR_RETRY_BACKOFF_SECONDS="0.2",
+    settings = {
+        "CONVEYOR_BLOCK_MS": "100",
+        "CONVEYOR_OUTPUT_URL": output,
+        "CONVEYOR_DASK_THREADS": "1",
+        "CONVEYOR_RETRY_BACKOFF_SECONDS": "0.2",
         **archive.environment,
-        **extra,
-    )
+    }
+    return service_env(redis_url, namespace, **(settings | extra))
 
 
 class Running:
@@ -105,6 +103,7 @@ class Running:
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.services: dict[str, ServiceProcess] = {}
+        self.stopped: set[str] = set()
 
     def start(
         self, name: str, module: str, env: dict[str, str], *args: str, metrics_port: int = 0
@@ -122,6 +121,18 @@ class Running:
 
     def worker(self, env: dict[str, str], *args: str, name: str = "worker") -> ServiceProcess:
         return self.start(name, "services.worker", env, *args)
+
+    def stop(self, name: str, timeout: float = 120.0) -> int:
+        """SIGTERM the service and wait for it to exit; its exit code."""
+        self.stopped.add(name)
+        return self.services[name].terminate(timeout)
+
+    def check_alive(self) -> None:
+        """Fail at once, with its log, if a service exited that the test did not stop."""
+        for name, service in self.services.items():
+            code = service.process.poll()
+            if code is not None and name not in self.stopped:
+                raise AssertionError(f"{name} exited {code}:\n{service.output[-4000:]}")
 
     def close(self) -> None:
         for service in self.services.values():
@@ -155,11 +166,13 @@ async def finished_requests(redis: aioredis.Redis, keys: Keys) -> list[dict[str,
 
 
 async def wait_for_requests(
-    redis: aioredis.Redis, keys: Keys, count: int, timeout: float = 240
+    redis: aioredis.Redis, keys: Keys, count: int, running: Running, timeout: float = 240
 ) -> None:
-    """Until `count` requests have finished (every job done, nodata, skipped or dead)."""
+    """Until `count` requests have finished (every job done, nodata, skipped or dead), while
+    the `running` services stay up."""
 
     async def finished() -> bool:
+        running.check_alive()
         return len(await finished_requests(redis, keys)) >= count
 
     await wait_until(finished, timeout=timeout)
@@ -182,9 +195,9 @@ def run_conveyor(
 ) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("conveyor")
     assert script.exists(), f"the conveyor command is not installed beside {sys.executable}"
-    # A wide terminal, so that tables are not folded into the test's way.
+    # A terminal wide enough that no table cell is folded onto a second line.
     return subprocess.run(
-        [str(script), *args], cwd=REPO, env=env | {"COLUMNS": "250"}, input=input_text,
+        [str(script), *args], cwd=REPO, env=env | {"COLUMNS": "1000"}, input=input_text,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

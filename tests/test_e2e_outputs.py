@@ -65,7 +65,7 @@ async def test_an_output_indexed_back_is_found_and_loaded_with_dc_load(
     running.dispatcher(env)
     running.worker(env)
     await redis_client.rpush("jobProduct", json.dumps(product_item("ndvi")))
-    await wait_for_requests(redis_client, keys, 1)
+    await wait_for_requests(redis_client, keys, 1, running)
 
     [job] = await job_records(redis_client, keys)
     assert job["state"] == "done", job["error"]
@@ -94,7 +94,7 @@ async def test_an_s3_output_is_indexed_by_its_s3_url_and_dc_load_reads_it_from_t
     running.dispatcher(env)
     running.worker(env)
     await redis_client.rpush("jobProduct", json.dumps(product_item("water")))
-    await wait_for_requests(redis_client, keys, 1)
+    await wait_for_requests(redis_client, keys, 1, running)
 
     [job] = await job_records(redis_client, keys)
     assert job["state"] == "done", job["error"]
@@ -125,10 +125,10 @@ async def test_a_product_committed_before_indexing_was_on_is_indexed_when_its_jo
     )
     item = json.dumps(product_item("geomedian"))
     running.dispatcher(env)
-    unindexed = running.worker(env, name="without-index")
+    running.worker(env, name="without-index")
     await redis_client.rpush("jobProduct", item)
-    await wait_for_requests(redis_client, keys, 1)
-    assert unindexed.terminate() == 0
+    await wait_for_requests(redis_client, keys, 1, running)
+    assert running.stop("without-index") == 0
     [first] = await job_records(redis_client, keys)
     assert first["state"] == "done", first["error"]
     datacube = e2e_archive.datacube()
@@ -143,7 +143,7 @@ async def test_a_product_committed_before_indexing_was_on_is_indexed_when_its_jo
     await wait_until(no_longer_a_duplicate, timeout=30)
     running.worker(env | {"CONVEYOR_INDEX_OUTPUTS": "true"}, name="with-index")
     await redis_client.rpush("jobProduct", item)
-    await wait_for_requests(redis_client, keys, 2)
+    await wait_for_requests(redis_client, keys, 2, running)
 
     [again] = await job_records(redis_client, keys)
     assert again["state"] == "skipped", again["error"]
@@ -171,7 +171,7 @@ async def test_with_an_output_url_of_s3_alone_each_request_s_bucket_decides_wher
         "public-eo-data": product_item("water", prefix="default"),  # no bucket: the default
     }
     await redis_client.rpush("jobProduct", *(json.dumps(item) for item in items.values()))
-    await wait_for_requests(redis_client, keys, 3)
+    await wait_for_requests(redis_client, keys, 3, running)
 
     jobs = await job_records(redis_client, keys)
     assert [job["state"] for job in jobs] == ["done"] * 3, [job["error"] for job in jobs]
@@ -200,7 +200,7 @@ async def test_time_step_makes_one_job_per_tile_per_step_each_written_to_its_own
     running.worker(env)
     item = product_item("ndvi", box=tiled_box(2), time_step="1M", prefix="monthly")
     await redis_client.rpush("jobProduct", json.dumps(item))
-    await wait_for_requests(redis_client, keys, 1)
+    await wait_for_requests(redis_client, keys, 1, running)
 
     jobs = await job_records(redis_client, keys)
     assert {job["state"] for job in jobs} == {"done"}, [job["error"] for job in jobs]

@@ -7,6 +7,7 @@ client), so lease renewal keeps running however long the computation takes.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,14 +50,17 @@ class ProductRunner:
         self.compute = DaskCompute(settings)
         self.s3_settings = S3Settings()
         self._datacube: Any = None
+        # Jobs running at once (--concurrency) open it from their threads: one index for all.
+        self._datacube_lock = threading.Lock()
         self._context: ProductContext | None = None
 
     def datacube(self) -> Any:
-        if self._datacube is None:
-            from shared.datacube import DatacubeSettings, open_datacube
+        with self._datacube_lock:
+            if self._datacube is None:
+                from shared.datacube import DatacubeSettings, open_datacube
 
-            self._datacube = open_datacube(DatacubeSettings())
-        return self._datacube
+                self._datacube = open_datacube(DatacubeSettings())
+            return self._datacube
 
     def context(self) -> ProductContext:
         if self._context is None:
