@@ -8,7 +8,6 @@ a database of its own) and the per-test `running` services are fixtures of every
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,9 +224,3 @@ def gdal_s3_environment(endpoint: str) -> dict[str, str]:
         "AWS_S3_ENDPOINT": host,
         "AWS_HTTPS": "NO",
     }
-
-
-def python_path_with(*directories: Path) -> str:
-    """PYTHONPATH with `directories` first, keeping what this process was given."""
-    given = os.environ.get("PYTHONPATH", "")
-    return os.pathsep.join([*(str(d) for d in directories), *([given] if given else [])])
