@@ -13,15 +13,17 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from shared.embedded import free_port
 from shared.keys import Keys
-from tests.archive_support import ArchiveFixture, build_archive
 from tests.processes import REPO, ServiceProcess, service_env, wait_until
+
+if TYPE_CHECKING:  # the archive generator is imported only by the tests that build one
+    from tests.archive_support import ArchiveFixture
 
 # Landsat 8 over part of the seed's Fiji box (EPSG:3460), January to April 2019: a scene every
 # 16 days, so each month has one or two dates.
@@ -72,6 +74,8 @@ def product_item(
 def e2e_archive(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) -> ArchiveFixture:
     """The synthetic archive, indexed in a database of its own (products indexed back land
     there too, apart from other tests' indexes)."""
+    from tests.archive_support import build_archive
+
     return build_archive(
         fresh_database("e2e"),
         Path(tmp_path_factory.mktemp("e2e-archive")),
