@@ -6,18 +6,40 @@ deployment's environment (`REDIS_SERVICE_HOST`/`REDIS_SERVICE_PORT`) keeps worki
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.acl import read_password_file
 from shared.destinations import DestinationSettings
 from shared.limits import RequestLimits
 
 LogFormat = Literal["json", "console"]
+
+
+def _module_names(value: object) -> object:
+    """`my_products`, `a.products,b.products` (commas or spaces) or a JSON list of names."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{text!r} is not a JSON list of module names ({error}); or give them "
+                "separated by commas, e.g. my_products,more_products"
+            ) from None
+    return [name for name in re.split(r"[,\s]+", text) if name]
+
+
+#: Python modules to import, from one environment variable as an operator writes a list there.
+ModuleNames = Annotated[list[str], NoDecode, BeforeValidator(_module_names)]
 
 
 class QueueSettings(BaseSettings):
@@ -133,7 +155,7 @@ class DispatcherSettings(QueueSettings, RequestLimits, DestinationSettings):
         description="Reject events with unknown fields; False logs a warning and ignores them "
         "as the original worker did.",
     )
-    plugin_modules: list[str] = Field(
+    plugin_modules: ModuleNames = Field(
         default_factory=list,
         description="The operator's product modules (as the workers import them), so that their "
         "job codes are accepted.",

@@ -435,33 +435,46 @@ def _all_or_nothing(index: Any) -> AbstractContextManager[Any]:
 
 
 def _resolve(datacube: Any, path: Path, check_files: bool) -> Any:
-    from datacube.index.hl import Doc2Dataset
-
     try:
         document = yaml.safe_load(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise Permanent(
             f"{path} is not a readable dataset document: {_first_line(error)}"
         ) from None
+    product = _document_product(datacube, document, str(path))
+    if check_files:
+        _check_band_files(path, document)
+    return _document_dataset(datacube, document, product, path.resolve().as_uri(), str(path))
+
+
+def _document_product(datacube: Any, document: Any, label: str) -> str:
+    """The product an eo3 `document` names, which the index must have."""
     if not isinstance(document, dict) or "id" not in document:
-        raise Permanent(f"{path} is not an eo3 dataset document (no 'id')")
+        raise Permanent(f"{label} is not an eo3 dataset document (no 'id')")
     product = str((document.get("product") or {}).get("name"))
     known = sorted(product.name for product in datacube.index.products.get_all())
     if product not in known:
         raise InvalidRequest(
-            f"{path} is a dataset of product {product!r}, which the index does not have "
+            f"{label} is a dataset of product {product!r}, which the index does not have "
             f"(it has {', '.join(known) or 'none'}; run `conveyor archive add-products`)"
         )
-    if check_files:
-        _check_band_files(path, document)
+    return product
+
+
+def _document_dataset(
+    datacube: Any, document: Mapping[str, Any], product: str, uri: str, label: str
+) -> Any:
+    """The dataset of `document` located at `uri` (its band paths are relative to that)."""
+    from datacube.index.hl import Doc2Dataset
+
     resolver = Doc2Dataset(datacube.index, products=[product], skip_lineage=True,
                            verify_lineage=False)  # fmt: skip
     try:
-        dataset, problem = resolver(document, path.resolve().as_uri())
+        dataset, problem = resolver(dict(document), uri)
     except Exception as error:
-        raise Permanent(f"{path} cannot be indexed: {_first_line(error)}") from None
+        raise Permanent(f"{label} cannot be indexed: {_first_line(error)}") from None
     if dataset is None:
-        raise Permanent(f"{path} cannot be indexed: {problem}")
+        raise Permanent(f"{label} cannot be indexed: {problem}")
     return dataset
 
 
@@ -492,11 +505,38 @@ def _first_line(error: BaseException) -> str:
 
 
 def index_product_output(
-    datacube: Any, product_definition: Mapping[str, Any], metadata_url: str
+    datacube: Any,
+    product_definition: Mapping[str, Any],
+    metadata_url: str,
+    document_text: str | None = None,
 ) -> IndexReport:
-    """Index a product's output dataset as a dataset of its own product (added if missing)."""
+    """Index a product's output dataset as a dataset of its own product (added if missing).
+
+    A local output (a path or `file://` URL) is indexed from its file, its bands checked
+    readable first; a remote one (`s3://bucket/...`) from `document_text`, the document as
+    written, under its URL, from which datacube reads the bands (their paths are relative to
+    it). Indexing a dataset the index has already is a no-op.
+    """
     add_product_definition(datacube, product_definition)
-    location = metadata_url.removeprefix("file://")
-    if "://" in location:
-        raise InvalidRequest(f"{metadata_url} is not a local file: only those can be indexed here")
-    return index_datasets(datacube, [Path(location)], check_files=True)
+    if metadata_url.startswith("file://"):
+        return index_datasets(datacube, [Path(unquote(urlsplit(metadata_url).path))])
+    if "://" not in metadata_url:
+        return index_datasets(datacube, [Path(metadata_url)])
+    if document_text is None:
+        raise ValueError(f"{metadata_url} is remote: give its document to index it")
+    try:
+        document = yaml.safe_load(document_text)
+    except yaml.YAMLError as error:
+        raise Permanent(
+            f"{metadata_url} is not a readable dataset document: {_first_line(error)}"
+        ) from None
+    product = _document_product(datacube, document, metadata_url)
+    dataset = _document_dataset(datacube, document, product, metadata_url, metadata_url)
+    report = IndexReport()
+    if datacube.index.datasets.has(dataset.id):
+        report.already_indexed.append(dataset.id)
+    else:
+        datacube.index.datasets.add(dataset, with_lineage=False)
+        report.added.append(dataset.id)
+    log.info("dataset indexed", uri=metadata_url, already=bool(report.already_indexed))
+    return report

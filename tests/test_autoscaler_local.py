@@ -5,7 +5,10 @@ test's own, passed as the backend's configurable command."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -17,18 +20,19 @@ from tests.processes import wait_until
 
 # A consumer that reads one entry at a time, "works" for the entry's `seconds`, acknowledges it,
 # and on SIGTERM stops reading but finishes the entry in hand (time.sleep resumes after the
-# handler), then exits 0. It records what it did in lists under the test's namespace.
+# handler), then exits 0. It records what it did in lists under the test's namespace, `alive`
+# once its SIGTERM handler is in place (before that, SIGTERM ends it with -15, holding nothing).
 CONSUMER = """
 import os, signal, sys, time
-import redis
-namespace, pool = os.environ["CONVEYOR_NAMESPACE"], sys.argv[1]
-queue = redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"], decode_responses=True)
-stream, me = f"{namespace}:jobs:{pool}", f"consumer-{os.getpid()}"
 stopping = False
 def stop(*_):
     global stopping
     stopping = True
 signal.signal(signal.SIGTERM, stop)
+import redis
+namespace, pool = os.environ["CONVEYOR_NAMESPACE"], sys.argv[1]
+queue = redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"], decode_responses=True)
+stream, me = f"{namespace}:jobs:{pool}", f"consumer-{os.getpid()}"
 queue.rpush(f"{namespace}:test:alive", me)
 while not stopping:
     for _stream, entries in queue.xreadgroup("workers", me, {stream: ">"}, count=1, block=100):
@@ -112,16 +116,26 @@ async def test_scaling_down_while_jobs_run_drains_them_and_loses_no_entry(
     assert len(backend.exited) == 3
 
 
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
 async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(
-    redis_url: str, namespace: str
+    tmp_path: Path,
 ) -> None:
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+    ignoring = tmp_path / "ignoring-sigterm"
+    stubborn = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(60)"
+    )
     backend = LocalProcessBackend(
-        [sys.executable, "-c", stubborn], environment={"PATH": "/usr/bin:/bin"},
+        [sys.executable, "-c", stubborn, str(ignoring)], environment={"PATH": "/usr/bin:/bin"},
         stop_grace_seconds=0.3,
     )  # fmt: skip
     await backend.scale("product", 1)
-    await asyncio.sleep(0.3)  # let it install its handler
+    await wait_until(lambda: asyncio.to_thread(exists, ignoring))  # its handler is in place
     await backend.close()
     [worker] = backend.exited
     assert worker.returncode == -9
@@ -136,7 +150,12 @@ async def test_the_service_scales_real_workers_up_and_back_to_zero_without_losin
         poll_interval_seconds=0.2, max_replicas=4, scale_down_window_seconds=0.5,
         scale_to_zero_cooldown_seconds=0.5, reversal_guard_seconds=0.5,
     )  # fmt: skip
-    backend = backend_for(redis_url, namespace)
+    backend = RecordingBackend(
+        consumer_command(),
+        environment={"CONVEYOR_REDIS_URL": redis_url, "CONVEYOR_NAMESPACE": namespace,
+                     "PATH": "/usr/bin:/bin"},
+        stop_grace_seconds=60.0,
+    )  # fmt: skip
     autoscaler = Autoscaler(redis_client, settings, backend)
     running = asyncio.create_task(autoscaler.run(serve_http=False))
     try:
@@ -150,12 +169,27 @@ async def test_the_service_scales_real_workers_up_and_back_to_zero_without_losin
         autoscaler.stop()
         await running
         await backend.close()
-    starters = {
-        line.split()[1] for line in await redis_client.lrange(f"{namespace}:test:started", 0, -1)
-    }
-    assert len(starters) == 4, "the backlog of 12 called for max_replicas workers"
+    assert max(backend.requested) == 4, "the backlog of 12 called for max_replicas workers"
+    assert backend.requested[-1] == 0
+    assert len(backend.exited) >= 4
     done_ids = [
         line.split()[0] for line in await redis_client.lrange(f"{namespace}:test:done", 0, -1)
     ]
     assert sorted(done_ids) == sorted(entry_ids)
-    assert all(worker.returncode == 0 for worker in backend.exited)
+    alive = set(await redis_client.lrange(f"{namespace}:test:alive", 0, -1))
+    for worker in backend.exited:
+        # One stopped before its handler was in place held nothing, and SIGTERM ended it.
+        expected = 0 if f"consumer-{worker.pid}" in alive else -signal.SIGTERM
+        assert worker.returncode == expected, (worker.pid, worker.returncode)
+
+
+class RecordingBackend(LocalProcessBackend):
+    """The local backend, remembering every replica count the autoscaler asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requested: list[int] = []
+
+    async def scale(self, pool: str, replicas: int) -> None:
+        self.requested.append(replicas)
+        await super().scale(pool, replicas)

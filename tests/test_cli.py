@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
-from services.cli.app import app
+from services.cli.app import app, console
 from services.dispatcher.service import Dispatcher
 from shared.config import DispatcherSettings
 from shared.keys import Keys
@@ -115,9 +115,33 @@ def dispatch_everything(redis_url: str, namespace: str) -> None:
     asyncio.run(dispatch())
 
 
-def test_validate_reports_each_invalid_line(tmp_path: Path) -> None:
+def test_validate_reports_each_invalid_line_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 1000)  # one line per reason, however long
     items = tmp_path / "items.jsonl"
-    items.write_text(SEED_PRODUCT_ITEM + "\n{}\nnot json\n")
+    bad_date = json.loads(SEED_PRODUCT_ITEM) | {"time_from": "2019-13-01"}
+    incomplete = {"job_code": "geomedian", "product": "ls8_usgs_sr_scene"}
+    lines = [SEED_PRODUCT_ITEM, "{}", "not json", json.dumps(bad_date), "", json.dumps(incomplete)]
+    items.write_text("\n".join(lines) + "\n")
     code, output = run("validate", str(items))
     assert code == 1
-    assert "2 invalid" in output
+    reasons = {}
+    for line in output.splitlines():
+        where, separator, reason = line.partition(": ")
+        if separator and where.startswith(str(items)):
+            reasons[int(where.rsplit(":", 1)[1])] = reason
+    assert sorted(reasons) == [2, 3, 4, 6], "each invalid line once, by its number; none other"
+    assert "neither job_code" in reasons[2] and "in_scene" in reasons[2]
+    assert "not valid JSON" in reasons[3]
+    assert reasons[4] == "time_from: '2019-13-01' is not a date (expected YYYY-MM-DD)"
+    for missing in ("time_from", "time_to", "output_crs", "prefix"):
+        assert f"field '{missing}' is required" in reasons[6]
+    assert output.splitlines()[-1] == "4 invalid"
+
+
+def test_validate_of_valid_items_says_none_is_invalid_and_exits_zero(tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text(SEED_PRODUCT_ITEM + "\n\n" + SEED_PRODUCT_ITEM + "\n")
+    code, output = run("validate", str(items))
+    assert (code, output.strip()) == (0, "0 invalid")

@@ -248,12 +248,13 @@ def dead_list(
         typer.echo(json.dumps(entries, indent=2))
         return
     table = Table(title="dead letters")
-    for column in ("id", "reason", "stream", "attempts", "error"):
+    for column in ("id", "reason", "stream", "attempts", "error", "payload"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         table.add_row(
-            entry["id"], entry["reason"], entry["stream"], entry["attempts"], entry["error"]
-        )
+            entry["id"], entry["reason"], entry["stream"], entry["attempts"], entry["error"],
+            entry.get("payload", ""),
+        )  # fmt: skip
     console.print(table)
 
 

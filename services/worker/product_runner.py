@@ -7,6 +7,7 @@ client), so lease renewal keeps running however long the computation takes.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,9 +19,12 @@ import structlog
 from services.worker.compute import DaskCompute
 from services.worker.outputs import (
     BandSpec,
+    Destination,
+    OutputSpec,
     S3Settings,
     destination_from_url,
     is_committed,
+    layout_for,
     output_spec_for_job,
     product_definition,
     write_product,
@@ -48,14 +52,17 @@ class ProductRunner:
         self.s3_settings = S3Settings()
         self.destinations = settings.destination_policy()
         self._datacube: Any = None
+        # Jobs running at once (--concurrency) open it from their threads: one index for all.
+        self._datacube_lock = threading.Lock()
         self._context: ProductContext | None = None
 
     def datacube(self) -> Any:
-        if self._datacube is None:
-            from shared.datacube import DatacubeSettings, open_datacube
+        with self._datacube_lock:
+            if self._datacube is None:
+                from shared.datacube import DatacubeSettings, open_datacube
 
-            self._datacube = open_datacube(DatacubeSettings())
-        return self._datacube
+                self._datacube = open_datacube(DatacubeSettings())
+            return self._datacube
 
     def context(self) -> ProductContext:
         if self._context is None:
@@ -88,6 +95,9 @@ class ProductRunner:
             )  # fmt: skip
             if await is_committed(draft, destination):
                 log.info("already committed: nothing to do", job_id=job.job_id)
+                if self.settings.index_outputs:
+                    # Committed by a run that stopped before indexing it (or ran without).
+                    await self._index(draft, bands, destination)
                 return JobOutcome(state="skipped", destination=destination.kind)
 
             started = time.monotonic()
@@ -119,9 +129,8 @@ class ProductRunner:
                 properties={"odc:file_format": "GeoTIFF"},
             )  # fmt: skip
             written = await write_product(result, vectors, spec, destination)
-            if self.settings.index_outputs and destination.kind == "local":
-                definition = product_definition(spec, bands)
-                await asyncio.to_thread(self._index_output, definition, written.metadata_url)
+            if self.settings.index_outputs:
+                await self._index(spec, bands, destination)
             stages["write"] = time.monotonic() - started
         return JobOutcome(
             state="skipped" if written.already_done else "done",
@@ -175,10 +184,23 @@ class ProductRunner:
             resampling="nearest",
         )
 
-    def _index_output(self, definition: Mapping[str, Any], metadata_url: str) -> None:
+    async def _index(
+        self, spec: OutputSpec, bands: Mapping[str, BandSpec], destination: Destination
+    ) -> None:
+        """Index the committed output as a dataset of its own product, wherever it was written
+        (an S3 output by its s3:// URL); a no-op for a dataset the index has."""
+        metadata_key = layout_for(spec).metadata_key
+        metadata_url = destination.url_for(metadata_key)
+        document = await destination.read_text(metadata_key)
+        definition = product_definition(spec, bands)
+        await asyncio.to_thread(self._index_output, definition, metadata_url, document)
+
+    def _index_output(
+        self, definition: Mapping[str, Any], metadata_url: str, document: str
+    ) -> None:
         from shared.datacube import index_product_output
 
-        index_product_output(self.datacube(), definition, metadata_url)
+        index_product_output(self.datacube(), definition, metadata_url, document)
 
     async def close(self) -> None:
         await self.compute.close()

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
-from shared.config import QueueSettings
+from shared.config import ModuleNames, QueueSettings
 from shared.destinations import DestinationSettings
 
 
@@ -62,8 +62,9 @@ class WorkerSettings(QueueSettings, DestinationSettings):
     dask_threads: int = Field(default=2, ge=1)
     dask_memory_limit: str = "auto"
     default_chunk_pixels: int = Field(default=2048, ge=64)
-    plugin_modules: list[str] = Field(
-        default_factory=list, description="Extra modules to import that register products."
+    plugin_modules: ModuleNames = Field(
+        default_factory=list,
+        description="Extra modules to import that register products (comma-separated).",
     )
     metrics_port: int = 9102
     metrics_host: str = "0.0.0.0"
