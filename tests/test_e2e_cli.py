@@ -108,8 +108,9 @@ async def replay_a_worker_s_dead_letter_after_fixing_its_cause(
     keys = Keys(namespace)
     s3 = s3_client(s3_endpoint)
     env = worker_env(
-        redis_url, namespace, archive, "s3://", AWS_S3_ENDPOINT_URL=s3_endpoint, **S3_KEYS
-    )
+        redis_url, namespace, archive, "s3://", AWS_S3_ENDPOINT_URL=s3_endpoint, **S3_KEYS,
+        CONVEYOR_ALLOWED_OUTPUT_BUCKETS="eo-created-later",
+    )  # fmt: skip
     running.dispatcher(env)
     running.worker(env)
     cli = service_env(redis_url, namespace)

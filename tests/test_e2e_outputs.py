@@ -162,6 +162,7 @@ async def test_with_an_output_url_of_s3_alone_each_request_s_bucket_decides_wher
         s3.create_bucket(Bucket=bucket)
     env = worker_env(
         redis_url, namespace, e2e_archive, "s3://", AWS_S3_ENDPOINT_URL=s3_endpoint, **S3_KEYS,
+        CONVEYOR_ALLOWED_OUTPUT_BUCKETS="eo-alpha,eo-beta,public-eo-data",
     )  # fmt: skip
     running.dispatcher(env)
     running.worker(env)
