@@ -1,20 +1,24 @@
 """Finding a scene in the source archive and fetching it into the scratch directory.
 
 The archive is a local directory or an S3 prefix (`CONVEYOR_ARD_SOURCE`) holding products as
-ESA ships them: a `{name}.SAFE/` folder or a `{name}.zip` (ESA's zips hold the `.SAFE` folder).
+ESA ships them: a `{name}.SAFE/` folder or a `{name}.zip` (ESA's zips hold the `.SAFE` folder);
+or as USGS ships them: a `{name}.tar` / `{name}.tar.gz` (the files at its top level) or folder.
 Only the archive's top level is searched, so finding a scene costs one listing. A scene that is
 not there is a `SceneNotFound` naming what was looked for and where.
 
 Files are streamed into scratch (never memory-mapped or linked), so the archive can change or
-go away while the scene is processed; zips are unpacked member by member after checking that
-no member would land outside the scratch directory.
+go away while the scene is processed; zips and tarballs are unpacked member by member after
+checking that no member would land outside the scratch directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -137,6 +141,63 @@ def unpack_zip(path: Path, folder: Path, *, label: str | None = None) -> int:
     return total
 
 
+# -- USGS tarballs --------------------------------------------------------------------------
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_tarball(name: str) -> bool:
+    return name.endswith(TAR_SUFFIXES)
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return "link"
+    if member.isdev() or member.isfifo():
+        return "device"
+    return "special file"
+
+
+def unpack_tar(path: Path, folder: Path, *, label: str | None = None) -> int:
+    """Unpack a USGS tarball (`.tar`, `.tar.gz`) into `folder`; a broken one is a `CorruptScene`.
+
+    Members are checked as a zip's are (`_inside`: no absolute or `..` names), and only regular
+    files and folders are taken: a link or device member refuses the whole archive.
+    """
+    shown = label or path.name
+    total = 0
+    try:
+        with tarfile.open(path, mode="r:*") as archive:
+            for member in archive:
+                name = member.name.rstrip("/")
+                if member.isdir():
+                    if PurePosixPath(name).parts:
+                        _inside(folder, name).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise CorruptScene(
+                        f"{shown}: member {member.name} is a {_tar_kind(member)}, not a file"
+                    )
+                target = _inside(folder, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                reader = archive.extractfile(member)
+                assert reader is not None  # a regular file always has contents
+                with reader, open(target, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, CHUNK_BYTES)
+                total += member.size
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise CorruptScene(f"{shown} is not a readable tar archive ({error})") from None
+    except FileNotFoundError:
+        raise CorruptScene(f"{shown} vanished while it was unpacked") from None
+    return total
+
+
+def unpack_archive(path: Path, folder: Path, *, label: str | None = None) -> int:
+    """A tarball or a zip, by its name (`label`, else the file's)."""
+    name = label or path.name
+    return (unpack_tar if is_tarball(name) else unpack_zip)(path, folder, label=label)
+
+
 def _fetch_local(archive: Archive, candidates: Sequence[str], folder: Path) -> FetchedScene:
     assert archive.directory is not None
     root = archive.directory
@@ -151,7 +212,7 @@ def _fetch_local(archive: Archive, candidates: Sequence[str], folder: Path) -> F
             size = _copy_folder(source, folder / source.name)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
         if not candidate.endswith("/") and source.is_file():
-            size = unpack_zip(source, folder)
+            size = unpack_archive(source, folder)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
     raise _not_found(archive, candidates)
 
@@ -246,7 +307,7 @@ async def _fetch_s3(
                     await _download(client, archive.bucket, key, zipped)
                 except (ClientError, BotoCoreError, OSError) as error:
                     raise _s3_error(error, archive, candidate) from error
-                size = await asyncio.to_thread(unpack_zip, zipped, folder, label=candidate)
+                size = await asyncio.to_thread(unpack_archive, zipped, folder, label=candidate)
                 await asyncio.to_thread(zipped.unlink)
                 return FetchedScene(
                     folder=folder, source_url=f"s3://{archive.bucket}/{key}", size=size
