@@ -30,6 +30,7 @@ from typing import Literal
 
 import structlog
 
+from services.worker.ard import landsat as _landsat  # noqa: F401  (registers the plugins)
 from services.worker.ard import sentinel2 as _sentinel2  # noqa: F401  (registers the plugin)
 from services.worker.ard.errors import BadSceneRequest
 from services.worker.ard.fetch import Archive, fetch_scene, parse_archive
