@@ -20,9 +20,9 @@ leaves alone) is re-packaged with USGS's layout, names, encodings and metadata k
   which the ARD pool refuses (`unsupported_collection`).
 
 USGS grids every scene on the northern UTM zone of its path, south of the equator too (negative
-northings), so the scene is synthesised over a lon/lat area (the generator then grids it in
-UTM) and its southern-zone grid re-expressed in the northern zone: the same pixels, shifted by
-the false northing. The tarball holds the files at its top level, as USGS's do.
+northings), with pixel edges on whole 30 m cells; so the scene is synthesised over a lon/lat area
+(the generator then grids it in UTM) and its grid re-expressed in the northern zone (see
+`usgs_geobox`). The tarball holds the files at its top level, as USGS's do.
 """
 
 from __future__ import annotations
@@ -111,20 +111,28 @@ class UsgsScene:
 
 
 def usgs_geobox(geobox: GeoBox) -> GeoBox:
-    """The scene's grid as USGS gives it: a southern UTM zone re-expressed in the northern one."""
+    """The scene's grid as USGS gives it: in the northern UTM zone, its pixel edges on whole
+    cells of that zone's coordinates.
+
+    A southern zone's grid is re-expressed in the northern one (false northing 10,000 km less),
+    which leaves its edges 10 m off whole 30 m cells (10,000 km is not a multiple of 30 m), so
+    the grid is moved to the nearest whole cell: the synthetic scene lies up to half a cell from
+    where the archive has it. The pixels are the same.
+    """
     epsg = geobox.crs.epsg if geobox.crs is not None else None
-    if epsg is not None and 32601 <= epsg <= 32660:
-        return geobox
-    if epsg is None or not 32701 <= epsg <= 32760:
+    if epsg is None or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
         raise ValueError(
             f"USGS grids Landsat scenes in UTM, but this scene is in {geobox.crs}: synthesise it "
             "over a lon/lat area (the generator then grids it in UTM)"
         )
     affine = geobox.transform
-    shifted = Affine(
-        affine.a, affine.b, affine.c, affine.d, affine.e, affine.f - FALSE_NORTHING_SOUTH
-    )
-    return GeoBox(geobox.shape, shifted, CRS(f"EPSG:{epsg - 100}"))
+    cell = abs(affine.a)
+    north = affine.f - (FALSE_NORTHING_SOUTH if epsg > 32700 else 0.0)
+    snapped = Affine(
+        affine.a, affine.b, round(affine.c / cell) * cell, affine.d, affine.e,
+        round(north / cell) * cell,
+    )  # fmt: skip
+    return GeoBox(geobox.shape, snapped, CRS(f"EPSG:{epsg - 100 if epsg > 32700 else epsg}"))
 
 
 def scene_name(
