@@ -143,7 +143,8 @@ class SceneRunner:
         if not self.settings.ard_source:
             raise Permanent(
                 "no scene archive is configured: set CONVEYOR_ARD_SOURCE to the directory or "
-                "s3://bucket/prefix holding the .SAFE folders or .zip files"
+                "s3://bucket/prefix holding the .SAFE folders or .zip files (Sentinel-2) or the "
+                "USGS .tar/.tar.gz downloads (Landsat)"
             )
         return parse_archive(self.settings.ard_source)
 
