@@ -27,7 +27,12 @@ from stac_pydantic import Item
 from devtools.archive.scene_files import SceneRecord
 from devtools.archive.synthetic import generate_archive
 from devtools.archive.usgs import UsgsScene, write_usgs_scene
-from services.worker.ard.errors import CorruptScene, SceneNotFound, UnsupportedCollection
+from services.worker.ard.errors import (
+    BadSceneRequest,
+    CorruptScene,
+    SceneNotFound,
+    UnsupportedCollection,
+)
 from services.worker.ard.index import SceneIndexer
 from services.worker.ard.metadata import ard_dataset_id
 from services.worker.ard.runner import SceneRunner
@@ -388,6 +393,13 @@ async def test_missions_without_a_product_here_are_an_unsupported_collection(
 ) -> None:
     with pytest.raises(UnsupportedCollection, match=reason):
         await runner_for(places).run(job_for(scene, places))
+
+
+async def test_a_level_2_name_in_collection_1_is_an_invalid_request(
+    places: dict[str, Path],
+) -> None:
+    with pytest.raises(BadSceneRequest, match="Level-2 \\(L2SP\\) is Collection 2"):
+        await runner_for(places).run(job_for("LC08_L2SP_074072_20190110_20200801_01_T1", places))
 
 
 async def test_a_corrupt_band_in_the_tarball_is_named(

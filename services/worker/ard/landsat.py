@@ -277,6 +277,12 @@ class LandsatScenes(ScenePlugin):
         mission_of(scene)
         if scene.collection == 2 and scene.level in LEVEL1:
             raise _level1_only(scene, f"processing level {scene.level}")
+        if scene.collection == 1 and scene.level not in LEVEL1:
+            raise BadSceneRequest(
+                f"{scene.name!r} is no USGS product: Collection 1 names carry their Level-1 "
+                f"processing level (L1TP, L1GT, L1GS), Level-2 ({scene.level}) is Collection 2 "
+                "(_02_)"
+            )
 
     def output_name(self, request: SceneRequest) -> str:
         return request.in_scene
