@@ -38,7 +38,7 @@ SENTINEL2_SCENE = re.compile(
 LANDSAT_SCENE = re.compile(
     r"^L(?P<sensor>[COTEM])(?P<satellite>0[1-9])_(?P<level>L1TP|L1GT|L1GS|L2SP|L2SR)"
     r"_(?P<path>\d{3})(?P<row>\d{3})_(?P<acquired>\d{8})_(?P<processed>\d{8})"
-    r"_(?P<collection>0[12])_(?P<category>RT|T1|T2)$"
+    r"_(?P<collection>0[12])_(?P<category>RT|T1|T2)\Z"
 )
 #: What a scene name may carry from its archive file: `.SAFE`/`.zip` (ESA), `.tar`/`.tar.gz` (USGS).
 SCENE_SUFFIXES = (".SAFE.zip", ".SAFE", ".zip", ".tar.gz", ".tgz", ".tar")
@@ -301,7 +301,7 @@ class SceneRequest(_Request):
     @classmethod
     def _scene_name(cls, value: str) -> str:
         name = next((value.removesuffix(s) for s in SCENE_SUFFIXES if value.endswith(s)), value)
-        if not (SENTINEL2_SCENE.match(name) or LANDSAT_SCENE.match(name)):
+        if not (SENTINEL2_SCENE.fullmatch(name) or LANDSAT_SCENE.fullmatch(name)):
             raise ValueError(
                 f"{value!r} is not a Sentinel-2 product name (expected e.g. "
                 "S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708) nor a USGS "
@@ -321,7 +321,7 @@ class SceneRequest(_Request):
     @property
     def scene_level(self) -> str:
         """`L1C`/`L2A` for Sentinel-2, the processing level (`L1TP`, `L2SP`, ...) for Landsat."""
-        match = SENTINEL2_SCENE.match(self.in_scene) or LANDSAT_SCENE.match(self.in_scene)
+        match = SENTINEL2_SCENE.fullmatch(self.in_scene) or LANDSAT_SCENE.fullmatch(self.in_scene)
         assert match is not None
         return match.group("level")
 

@@ -211,6 +211,17 @@ def test_malformed_landsat_names_are_refused_with_both_conventions_named(scene: 
         parse_request({"in_scene": scene, "inter_dir": "/tmp/x"})
 
 
+def test_the_landsat_plugins_take_only_whole_names_of_their_own_collection() -> None:
+    from services.worker.ard.landsat import LandsatCollection1, LandsatCollection2
+
+    c1, c2 = LandsatCollection1(), LandsatCollection2()
+    assert c2.accepts("LC08_L2SP_074072_20190214_20200829_02_T1")
+    assert not c1.accepts("LC08_L2SP_074072_20190214_20200829_02_T1")
+    assert c1.accepts("LC08_L1TP_072074_20190214_20190302_01_T1")
+    assert not c2.accepts("LC08_L2SP_074072_20190214_20200829_02_T1\n")
+    assert not c2.accepts("S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708")
+
+
 def test_espa_xml_lists_its_bands_with_fill_and_scale() -> None:
     text = """<?xml version="1.0" encoding="UTF-8"?>
     <espa_metadata version="2.0" xmlns="http://espa.cr.usgs.gov/v2">

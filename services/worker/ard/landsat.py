@@ -87,7 +87,7 @@ class SceneName:
 
     @classmethod
     def parse(cls, name: str) -> SceneName:
-        match = LANDSAT_SCENE.match(name)
+        match = LANDSAT_SCENE.fullmatch(name)
         if match is None:
             raise BadSceneRequest(
                 f"{name!r} is not a USGS Landsat product name (expected e.g. "
@@ -269,7 +269,7 @@ class LandsatScenes(ScenePlugin):
     collection: ClassVar[int]
 
     def accepts(self, scene: str) -> bool:
-        match = LANDSAT_SCENE.match(scene)
+        match = LANDSAT_SCENE.fullmatch(scene)
         return match is not None and int(match.group("collection")) == self.collection
 
     def check(self, request: SceneRequest, settings: WorkerSettings) -> None:
