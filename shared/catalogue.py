@@ -30,12 +30,77 @@ CANONICAL_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swi
 
 
 @dataclass(frozen=True)
+class BitFlagRule:
+    """Good pixels of a bit-flag mask band, such as USGS Collection 2 `QA_PIXEL`.
+
+    An observation is *clear* when one of `clear_bits` is set and none of `excluded_bits` is;
+    it is clear *water* when, besides, `water_bit` is set. Bits are numbered from 0 (least
+    significant).
+    """
+
+    clear_bits: tuple[int, ...]
+    water_bit: int
+    excluded_bits: tuple[int, ...]
+
+    @staticmethod
+    def _mask(bits: tuple[int, ...]) -> int:
+        return sum(1 << bit for bit in bits)
+
+    def clear(self, mask: Any) -> Any:
+        """True where the (integer) mask says clear, land or water."""
+        return ((mask & self._mask(self.clear_bits)) != 0) & (
+            (mask & self._mask(self.excluded_bits)) == 0
+        )
+
+    def water(self, mask: Any) -> Any:
+        """True where the mask says clear water."""
+        return self.clear(mask) & ((mask & (1 << self.water_bit)) != 0)
+
+
+#: USGS Collection 2 Level-2 `QA_PIXEL` bits (Landsat 4-9; LSDS-1619 / LSDS-1618): 0 fill,
+#: 1 dilated cloud, 2 cirrus (OLI only), 3 cloud, 4 cloud shadow, 5 snow, 6 clear (cloud and
+#: dilated cloud both unset), 7 water; two-bit confidences (0 none, 1 low, 2 medium, 3 high):
+#: 8-9 cloud, 10-11 cloud shadow, 12-13 snow/ice, 14-15 cirrus (OLI only).
+QA_PIXEL_BITS: Mapping[str, int] = MappingProxyType(
+    {
+        "fill": 0,
+        "dilated_cloud": 1,
+        "cirrus": 2,
+        "cloud": 3,
+        "cloud_shadow": 4,
+        "snow": 5,
+        "clear": 6,
+        "water": 7,
+    }
+)
+QA_PIXEL_CONFIDENCE_BITS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "cloud_confidence": (8, 9),
+        "cloud_shadow_confidence": (10, 11),
+        "snow_ice_confidence": (12, 13),
+        "cirrus_confidence": (14, 15),
+    }
+)
+#: Clear (bit 6) or water (bit 7), and none of fill, dilated cloud, cirrus, cloud, shadow, snow:
+#: USGS's clear bit is set on shadow and snow too, so those are excluded by their own bits.
+QA_PIXEL_GOOD = BitFlagRule(
+    clear_bits=(QA_PIXEL_BITS["clear"], QA_PIXEL_BITS["water"]),
+    water_bit=QA_PIXEL_BITS["water"],
+    excluded_bits=tuple(
+        QA_PIXEL_BITS[name]
+        for name in ("fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow")
+    ),
+)
+
+
+@dataclass(frozen=True)
 class InputProduct:
     """One ODC product a product job reads: bands, reflectance encoding, mask and platform.
 
     Masks follow the original worker's choice of good pixels: a *clear* observation is one
     whose mask value is in `land_values` or `water_values`; every other value (fill, cloud,
-    shadow, snow, cirrus, saturation) is not.
+    shadow, snow, cirrus, saturation) is not. A product whose mask is a set of bit flags
+    (Collection 2 `QA_PIXEL`) states its rule as `mask_flags` instead, and has no value sets.
     """
 
     product: str
@@ -59,6 +124,8 @@ class InputProduct:
     reflectance_nodata: int
     reflectance_scale: float = 0.0001
     reflectance_offset: float = 0.0
+    #: The good-pixel rule of a bit-flag mask; None for an enumerated one (the value sets).
+    mask_flags: BitFlagRule | None = None
 
     @property
     def bands(self) -> dict[str, str]:
@@ -85,10 +152,14 @@ class InputProduct:
 
     def clear(self, mask: Any) -> Any:
         """True where the mask band (an xarray DataArray) calls the observation clear."""
+        if self.mask_flags is not None:
+            return self.mask_flags.clear(mask).rename(f"{self.short_name}_clear")
         return mask.isin(sorted(self.clear_values)).rename(f"{self.short_name}_clear")
 
     def water(self, mask: Any) -> Any:
         """True where the mask band calls the observation clear water."""
+        if self.mask_flags is not None:
+            return self.mask_flags.water(mask).rename(f"{self.short_name}_water")
         return mask.isin(sorted(self.water_values)).rename(f"{self.short_name}_water")
 
 
@@ -120,6 +191,45 @@ def _landsat(
         water_values=water,
         reflectance_dtype="int16",
         reflectance_nodata=-9999,
+    )
+
+
+#: Collection 2 Level-2 measurement names (as other Open Data Cubes name `ls8_c2l2_sr`, with
+#: STAC's common names), by canonical band; USGS's `SR_Bn` names are aliases in the definitions.
+C2_BAND_NAMES: tuple[tuple[str, str], ...] = (
+    ("blue", "blue"),
+    ("green", "green"),
+    ("red", "red"),
+    ("nir", "nir08"),
+    ("swir1", "swir16"),
+    ("swir2", "swir22"),
+)
+#: USGS Collection 2 Level-2 surface reflectance: uint16, reflectance = DN x 0.0000275 - 0.2,
+#: fill 0 (`REFLECTANCE_MULT_BAND_n` / `REFLECTANCE_ADD_BAND_n` in the MTL).
+C2_REFLECTANCE_SCALE = 2.75e-05
+C2_REFLECTANCE_OFFSET = -0.2
+
+
+def _landsat_c2(product: str, short_name: str, platform: str, instrument: str) -> InputProduct:
+    """A USGS Collection 2 Level-2 product, declared as USGS delivers it (no rescaling)."""
+    return InputProduct(
+        product=product,
+        family="landsat",
+        short_name=short_name,
+        platforms=(platform,),
+        instrument=instrument,
+        band_names=C2_BAND_NAMES,
+        resolution=30.0,
+        mask_band="qa_pixel",
+        mask_dtype="uint16",
+        mask_nodata=1,
+        land_values=frozenset(),
+        water_values=frozenset(),
+        reflectance_dtype="uint16",
+        reflectance_nodata=0,
+        reflectance_scale=C2_REFLECTANCE_SCALE,
+        reflectance_offset=C2_REFLECTANCE_OFFSET,
+        mask_flags=QA_PIXEL_GOOD,
     )
 
 
@@ -157,6 +267,11 @@ INPUT_PRODUCTS: Mapping[str, InputProduct] = MappingProxyType(
             reflectance_dtype="uint16",
             reflectance_nodata=0,
         ),
+        # Collection 2 Level-2 as USGS ships it (SR_B*, QA_PIXEL); see `_landsat_c2`.
+        "ls5_c2l2_sr": _landsat_c2("ls5_c2l2_sr", "ls5c2", "landsat-5", "TM"),
+        "ls7_c2l2_sr": _landsat_c2("ls7_c2l2_sr", "ls7c2", "landsat-7", "ETM"),
+        "ls8_c2l2_sr": _landsat_c2("ls8_c2l2_sr", "ls8c2", "landsat-8", "OLI_TIRS"),
+        "ls9_c2l2_sr": _landsat_c2("ls9_c2l2_sr", "ls9c2", "landsat-9", "OLI_TIRS"),
     }
 )
 

@@ -162,7 +162,7 @@ class DispatcherSettings(QueueSettings, RequestLimits, DestinationSettings):
     )
     legacy_bridge: bool = True
     legacy_lists: dict[str, str] = Field(
-        default_factory=lambda: {"jobProduct": "product", "jobS2": "ard"},
+        default_factory=lambda: {"jobProduct": "product", "jobS2": "ard", "jobLS": "ard"},
         description="Redis lists of the original deployment moved into the events stream.",
     )
     events_maxlen: int = Field(

@@ -49,6 +49,16 @@ SENTINEL2_SCENE = re.compile(
     r"^S2[ABCD]_MSI(?P<level>L1C|L2A)_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})"
     r"_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<discriminator>\d{8}T\d{6})\Z"
 )
+#: USGS Landsat product identifiers (Collection 1 and 2): LXSS_LLLL_PPPRRR_YYYYMMDD_yyyymmdd_CC_TX,
+#: sensor (C OLI/TIRS, O OLI, T TM or TIRS, E ETM+, M MSS), satellite, processing level, WRS-2
+#: path and row, acquisition and processing dates, collection number and category.
+LANDSAT_SCENE = re.compile(
+    r"^L(?P<sensor>[COTEM])(?P<satellite>0[1-9])_(?P<level>L1TP|L1GT|L1GS|L2SP|L2SR)"
+    r"_(?P<path>\d{3})(?P<row>\d{3})_(?P<acquired>\d{8})_(?P<processed>\d{8})"
+    r"_(?P<collection>0[12])_(?P<category>RT|T1|T2)\Z"
+)
+#: What a scene name may carry from its archive file: `.SAFE`/`.zip` (ESA), `.tar`/`.tar.gz` (USGS).
+SCENE_SUFFIXES = (".SAFE.zip", ".SAFE", ".zip", ".tar.gz", ".tgz", ".tar")
 PAYLOAD_FIELDS = ("payload", "json", "data", "body")
 META_PREFIX = "_"
 DEFAULT_BUCKET = "public-eo-data"
@@ -381,7 +391,8 @@ class ProductRequest(_Request):
 
 
 class SceneRequest(_Request):
-    """One Sentinel-2 scene to turn into analysis-ready data, from `jobS2`."""
+    """One scene to turn into analysis-ready data: a Sentinel-2 product from `jobS2`, or a USGS
+    Landsat product from `jobLS` (`prodlevel` is Sentinel-2's and ignored for Landsat)."""
 
     kind: Literal["scene"] = "scene"
     in_scene: str = Field(max_length=128)
@@ -394,11 +405,12 @@ class SceneRequest(_Request):
     @field_validator("in_scene")
     @classmethod
     def _scene_name(cls, value: str) -> str:
-        name = value.removesuffix(".SAFE").removesuffix(".zip").removesuffix(".SAFE")
-        if not SENTINEL2_SCENE.fullmatch(name):
+        name = next((value.removesuffix(s) for s in SCENE_SUFFIXES if value.endswith(s)), value)
+        if not (SENTINEL2_SCENE.fullmatch(name) or LANDSAT_SCENE.fullmatch(name)):
             raise ValueError(
                 f"{_shown(value)} is not a Sentinel-2 product name (expected e.g. "
-                "S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708)"
+                "S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708) nor a USGS "
+                "Landsat product name (e.g. LC08_L2SP_072074_20190214_20200829_02_T1)"
             )
         return name
 
@@ -452,7 +464,8 @@ class SceneRequest(_Request):
 
     @property
     def scene_level(self) -> str:
-        match = SENTINEL2_SCENE.fullmatch(self.in_scene)
+        """`L1C`/`L2A` for Sentinel-2, the processing level (`L1TP`, `L2SP`, ...) for Landsat."""
+        match = SENTINEL2_SCENE.fullmatch(self.in_scene) or LANDSAT_SCENE.fullmatch(self.in_scene)
         assert match is not None
         return match.group("level")
 

@@ -81,9 +81,9 @@ def test_reflectance_encoding_is_declared_per_sensor() -> None:
 
 def test_an_unknown_product_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(InvalidRequest) as refused:
-        sensor_for("ls9_c2l2_sr")
+        sensor_for("ls4_c2l2_sr")
     message = str(refused.value)
-    assert "ls9_c2l2_sr" in message
+    assert "ls4_c2l2_sr" in message
     assert all(product in message for product in SENSORS)
 
 

@@ -28,6 +28,20 @@ from shared.seed import SEED_BOX_EPSG3460
 DEMO_PRODUCT = "ls8_usgs_sr_scene"
 DEMO_CRS = "EPSG:3460"
 DEMO_PERIOD = (date(2019, 1, 1), date(2019, 12, 31))
+# Landsat downloads for `RPUSH jobLS`: a Landsat 8 scene astride the antimeridian off Taveuni
+# (lon/lat), outside the seed's box, as USGS ships it in both collections.
+LANDSAT_AREA = (179.92, -16.90, 180.08, -16.78)
+LANDSAT_PERIOD = (date(2019, 1, 1), date(2019, 1, 31))
+
+
+@dataclass(frozen=True)
+class DemoLandsatScene:
+    """A USGS download in the scene archive, and the product its ARD is indexed as."""
+
+    name: str
+    product: str
+    crs: str
+    bounds: tuple[float, float, float, float]
 
 
 @dataclass
@@ -43,6 +57,8 @@ class DemoArchive:
     # The Sentinel-2 SAFE scene for the ARD work item, when that generator is installed.
     safe_dir: Path | None = None
     scene_name: str | None = None
+    # USGS Landsat downloads (C1 and C2 tarballs) in the same scene archive as the SAFE scene.
+    landsat_scenes: list[DemoLandsatScene] = field(default_factory=list)
 
 
 def prepare_demo_archive(
@@ -53,6 +69,7 @@ def prepare_demo_archive(
     console: Console | None = None,
     seed: int = DEFAULT_SEED,
     with_safe_scene: bool = True,
+    with_landsat_scenes: bool = True,
 ) -> DemoArchive:
     """Synthesise and index the demo archive under `out_dir` (default `state_dir/archive`).
 
@@ -91,6 +108,8 @@ def prepare_demo_archive(
     )
     if with_safe_scene:
         _add_safe_scene(archive, archive_dir.parent / "safe", seed)
+    if with_landsat_scenes:
+        _add_landsat_scenes(archive, archive_dir.parent, seed)
     return archive
 
 
@@ -101,3 +120,35 @@ def _add_safe_scene(archive: DemoArchive, safe_dir: Path, seed: int) -> None:
         return
     archive.safe_dir = safe_dir
     archive.scene_name = prepare_demo_scene(safe_dir, seed=seed)
+
+
+def _add_landsat_scenes(archive: DemoArchive, state_dir: Path, seed: int) -> None:
+    """A Landsat 8 scene as a USGS Collection 1 ESPA order and a Collection 2 Level-2 product,
+    written into the scene archive (beside the SAFE scene) unless they are there already."""
+    from devtools.archive.usgs import scene_name, usgs_geobox, write_usgs_scene
+
+    scene_dir = archive.safe_dir or state_dir / "safe"
+    records = generate_archive(
+        "ls8_usgs_sr_scene", LANDSAT_AREA, *LANDSAT_PERIOD, state_dir / "usgs-source", seed,
+        processes=1,
+    )  # fmt: skip
+    # The largest window of the area, and of those the clearest.
+    record = max(records, key=lambda r: (r.geobox.shape[0] * r.geobox.shape[1], -r.cloud_cover))
+    geobox = usgs_geobox(record.geobox)
+    box = geobox.boundingbox
+    for collection, product, suffix in (
+        (1, "ls8_usgs_sr_scene", ".tar.gz"),
+        (2, "ls8_c2l2_sr", ".tar"),
+    ):
+        name = scene_name(record, collection)
+        if not (scene_dir / f"{name}{suffix}").exists():
+            write_usgs_scene(record, scene_dir, collection=collection)
+        archive.landsat_scenes.append(
+            DemoLandsatScene(
+                name=name,
+                product=product,
+                crs=str(geobox.crs),
+                bounds=(box.left, box.bottom, box.right, box.top),
+            )
+        )
+    archive.safe_dir = scene_dir

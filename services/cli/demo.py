@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
             )
         )  # fmt: skip
         scene_items: list[str] = []
-        if archive.safe_dir is not None and archive.scene_name is not None:
+        landsat = _landsat_items(archive, state_dir)
+        if archive.safe_dir is not None and (archive.scene_name or archive.landsat_scenes):
             ard_env = env | {
                 "CONVEYOR_METRICS_PORT": str(free_port()),
                 "CONVEYOR_ARD_SOURCE": str(archive.safe_dir),
@@ -125,6 +127,7 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
                     "--pool", "ard",
                 )
             )  # fmt: skip
+        if archive.safe_dir is not None and archive.scene_name is not None:
             scene_item = json.loads(SEED_SCENE_ITEM) | {
                 "in_scene": archive.scene_name,
                 "inter_dir": str((state_dir / "scratch" / "intermediate").resolve()),
@@ -141,13 +144,49 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
                 [SEED_PRODUCT_ITEM, SEED_LATLON_ITEM],
                 scene_items,
                 console,
+                landsat=landsat,
             )
-        )
+        )  # fmt: skip
     finally:
         _stop(processes)
         queue.stop()
         stop_embedded_servers(state_dir / "postgres")
     return _report(results, output, console, logs)
+
+
+@dataclass(frozen=True)
+class LandsatItems:
+    """`RPUSH jobLS` scene items, and the product items that use their ARD once it is indexed."""
+
+    scenes: list[str]
+    products: list[str]
+
+    def scene_request_ids(self) -> set[str]:
+        from shared.messages import parse_request
+
+        return {parse_request(json.loads(item))[0].request_id for item in self.scenes}
+
+
+def _landsat_items(archive: Any, state_dir: Path) -> LandsatItems:
+    """A jobLS item per USGS download, then a geomedian of each product over its scene."""
+    from devtools.archive.demo import LANDSAT_PERIOD
+
+    inter_dir = str((state_dir / "scratch" / "intermediate").resolve())
+    scenes, products = [], []
+    for scene in archive.landsat_scenes:
+        item = {"in_scene": scene.name, "inter_dir": inter_dir, "s3_dir": "fiji/landsat/"}
+        scenes.append(json.dumps(item))
+        left, bottom, right, top = scene.bounds
+        request = {
+            "job_code": "geomedian", "product": scene.product,
+            "query_x_from": str(left), "query_y_from": str(bottom),
+            "query_x_to": str(right), "query_y_to": str(top),
+            "query_crs": scene.crs, "output_crs": scene.crs,
+            "time_from": LANDSAT_PERIOD[0].isoformat(), "time_to": LANDSAT_PERIOD[1].isoformat(),
+            "prefix": f"commonsensing/fiji/{scene.product}_geomedian/2019-01",
+        }  # fmt: skip
+        products.append(json.dumps(request))
+    return LandsatItems(scenes, products)
 
 
 async def _push_and_follow(
@@ -157,6 +196,8 @@ async def _push_and_follow(
     product_items: list[str],
     scene_items: list[str],
     console: Console,
+    *,
+    landsat: LandsatItems | None = None,
 ) -> list[dict[str, Any]]:
     keys = Keys(namespace)
 
@@ -178,8 +219,14 @@ async def _push_and_follow(
     if scene_items:
         console.print("RPUSH jobS2: one Sentinel-2 L2A scene")
         await producer.rpush("jobS2", *scene_items)  # type: ignore[misc]
-    await producer.aclose()
-    expected_requests = len(product_items) + len(scene_items)
+    landsat = landsat or LandsatItems([], [])
+    if landsat.scenes:
+        console.print("RPUSH jobLS: a Landsat 8 scene as USGS Collection 1 and 2 tarballs")
+        await producer.rpush("jobLS", *landsat.scenes)  # type: ignore[misc]
+    landsat_scenes, landsat_pushed = landsat.scene_request_ids(), not landsat.products
+    expected_requests = (
+        len(product_items) + len(scene_items) + len(landsat.scenes) + len(landsat.products)
+    )
     finished: dict[str, dict[str, Any]] = {}
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -193,6 +240,11 @@ async def _push_and_follow(
             for _entry_id, fields in await redis.xrange(keys.results, start_id):
                 if fields.get("type") == "request":
                     finished[fields["request_id"]] = json.loads(fields["result"])
+            if not landsat_pushed and landsat_scenes <= set(finished):
+                # The Landsat ARD is indexed now: product jobs can load it.
+                console.print("RPUSH jobProduct: a geomedian of each Landsat scene's product")
+                await producer.rpush("jobProduct", *landsat.products)  # type: ignore[misc]
+                landsat_pushed = True
             job_ids = await redis.zrange(keys.job_index, 0, -1)
             job_states = [await redis.hget(keys.job(job_id), "state") for job_id in job_ids]  # type: ignore[misc]
             finished_jobs = sum(1 for state in job_states if state in FINAL_STATES)
@@ -203,6 +255,7 @@ async def _push_and_follow(
                 console.print(f"[red]{dead} dead letter(s)[/]: see `conveyor dead list`")
                 break
             await asyncio.sleep(1.0)
+    await producer.aclose()
     jobs = []
     for job_id in await redis.zrange(keys.job_index, 0, -1):
         record = await redis.hgetall(keys.job(job_id))  # type: ignore[misc]

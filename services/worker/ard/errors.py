@@ -25,7 +25,7 @@ class Sen2CorFailed(Permanent):
 
 
 class SceneNotFound(Permanent):
-    """The archive holds no `.SAFE` folder or `.zip` for the scene."""
+    """The archive holds no `.SAFE` folder, `.zip`, tarball or scene folder for the scene."""
 
     reason = "scene_not_found"
 
@@ -34,3 +34,10 @@ class CorruptScene(Permanent):
     """The product is there but broken: unreadable metadata, a missing or corrupt band file."""
 
     reason = "corrupt_scene"
+
+
+class UnsupportedCollection(Permanent):
+    """A Landsat download this pool cannot make surface reflectance of: Level-1 only (no
+    atmospheric correction is configured for Landsat), or a mission without a product here."""
+
+    reason = "unsupported_collection"

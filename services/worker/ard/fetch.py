@@ -1,23 +1,28 @@
 """Finding a scene in the source archive and fetching it into the scratch directory.
 
 The archive is a local directory or an S3 prefix (`CONVEYOR_ARD_SOURCE`) holding products as
-ESA ships them: a `{name}.SAFE/` folder or a `{name}.zip` (ESA's zips hold the `.SAFE` folder).
+ESA ships them: a `{name}.SAFE/` folder or a `{name}.zip` (ESA's zips hold the `.SAFE` folder);
+or as USGS ships them: a `{name}.tar` / `{name}.tar.gz` (the files at its top level) or folder.
 Only the archive's top level is searched, so finding a scene costs one listing. A scene that is
 not there is a `SceneNotFound` naming what was looked for and where.
 
 Files are streamed into scratch (never memory-mapped or linked), so the archive can change or
 go away while the scene is processed. Everything fetched is bounded (`ArchiveLimits`: bytes,
-files, and for zips the compression ratio), checked before anything is written and again while
-bytes are written; no member may land outside the scene's folder (absolute, `..`, backslash or
-control-character names), and symbolic links are refused, in zips and in archive folders alike.
+files, and for zips and compressed tarballs the compression ratio), checked before anything is
+written where the archive says (a zip's directory) and always while bytes are written; no member
+may land outside the scene's folder (absolute, `..`, backslash or control-character names), and
+links are refused, in zips, tarballs and archive folders alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import stat
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -201,6 +206,76 @@ def unpack_zip(
     return written
 
 
+# -- USGS tarballs --------------------------------------------------------------------------
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_tarball(name: str) -> bool:
+    return name.endswith(TAR_SUFFIXES)
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return "link"
+    if member.isdev() or member.isfifo():
+        return "device"
+    return "special file"
+
+
+def unpack_tar(
+    path: Path, folder: Path, *, label: str | None = None, limits: ArchiveLimits | None = None
+) -> int:
+    """Unpack a USGS tarball (`.tar`, `.tar.gz`) into `folder`, within `limits`; a broken,
+    hostile or oversized one is a `CorruptScene` saying why.
+
+    A tarball has no directory to check first, so members, bytes and (for a compressed one) the
+    compression ratio are counted as it is read. Names are checked as a zip's are (`_inside`),
+    and only regular files and folders are taken: a link or device member refuses the archive.
+    """
+    limits = limits if limits is not None else ArchiveLimits()
+    shown = label or path.name
+    compressed = path.stat().st_size
+    written = members = 0
+    try:
+        with tarfile.open(path, mode="r:*") as archive:
+            for member in archive:
+                name = member.name.rstrip("/")
+                if member.isdir():
+                    if PurePosixPath(name).parts:
+                        _inside(folder, name).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise CorruptScene(
+                        f"{shown}: member {member.name} is a {_tar_kind(member)}, not a file"
+                    )
+                members += 1
+                limits.check_members(members, shown)
+                limits.check_bytes(written + member.size, shown)
+                target = _inside(folder, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                reader = archive.extractfile(member)
+                assert reader is not None  # a regular file always has contents
+                with reader, open(target, "wb") as writer:
+                    written = _copy_bounded(reader, writer, written, limits, shown)
+                # A plain tar's ratio stays near 1; a gzipped bomb's grows with every member.
+                limits.check_ratio(written, compressed, shown)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise CorruptScene(f"{shown} is not a readable tar archive ({error})") from None
+    except FileNotFoundError:
+        raise CorruptScene(f"{shown} vanished while it was unpacked") from None
+    return written
+
+
+def unpack_archive(
+    path: Path, folder: Path, *, label: str | None = None, limits: ArchiveLimits | None = None
+) -> int:
+    """A tarball or a zip, by its name (`label`, else the file's)."""
+    name = label or path.name
+    unpack = unpack_tar if is_tarball(name) else unpack_zip
+    return unpack(path, folder, label=label, limits=limits)
+
+
 def _fetch_local(
     archive: Archive, candidates: Sequence[str], folder: Path, limits: ArchiveLimits
 ) -> FetchedScene:
@@ -217,7 +292,7 @@ def _fetch_local(
             size = _copy_folder(source, folder / source.name, limits)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
         if not candidate.endswith("/") and source.is_file():
-            size = unpack_zip(source, folder, limits=limits)
+            size = unpack_archive(source, folder, limits=limits)
             return FetchedScene(folder=folder, source_url=source.absolute().as_uri(), size=size)
     raise _not_found(archive, candidates)
 
@@ -323,7 +398,7 @@ async def _fetch_s3(
                 except (ClientError, BotoCoreError, OSError) as error:
                     raise _s3_error(error, archive, candidate) from error
                 size = await asyncio.to_thread(
-                    unpack_zip, zipped, folder, label=candidate, limits=limits
+                    unpack_archive, zipped, folder, label=candidate, limits=limits
                 )
                 await asyncio.to_thread(zipped.unlink)
                 return FetchedScene(

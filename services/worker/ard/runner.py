@@ -30,6 +30,7 @@ from typing import Literal
 
 import structlog
 
+from services.worker.ard import landsat as _landsat  # noqa: F401  (registers the plugins)
 from services.worker.ard import sentinel2 as _sentinel2  # noqa: F401  (registers the plugin)
 from services.worker.ard.errors import BadSceneRequest
 from services.worker.ard.fetch import Archive, fetch_scene, parse_archive
@@ -145,7 +146,8 @@ class SceneRunner:
         if not self.settings.ard_source:
             raise Permanent(
                 "no scene archive is configured: set CONVEYOR_ARD_SOURCE to the directory or "
-                "s3://bucket/prefix holding the .SAFE folders or .zip files"
+                "s3://bucket/prefix holding the .SAFE folders or .zip files (Sentinel-2) or the "
+                "USGS .tar/.tar.gz downloads (Landsat)"
             )
         return parse_archive(self.settings.ard_source)
 

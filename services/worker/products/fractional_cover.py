@@ -39,7 +39,12 @@ NODATA = 255
 PACKAGE_NAMES = {"bs": "BS", "pv": "PV", "npv": "NPV", "ue": "UE"}
 
 REGRESSION_COEFFICIENTS: Mapping[str, Mapping[str, list[float]] | None] = MappingProxyType(
-    {"ls8_usgs_sr_scene": LANDSAT_8_COEFFICIENTS}
+    {
+        "ls8_usgs_sr_scene": LANDSAT_8_COEFFICIENTS,
+        # Collection 2 OLI (Landsat 8 and 9's OLI-2) has the same bands as Collection 1 OLI.
+        "ls8_c2l2_sr": LANDSAT_8_COEFFICIENTS,
+        "ls9_c2l2_sr": LANDSAT_8_COEFFICIENTS,
+    }
 )
 
 

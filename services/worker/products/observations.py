@@ -2,7 +2,9 @@
 
 Every sensor's reflectance is brought to one encoding, Landsat's: int16, reflectance x 10000,
 nodata -9999. Landsat bands pass through untouched; Sentinel-2's uint16 (x 10000, nodata 0) is
-re-labelled, values above int16's range clipped (saturated surfaces only).
+re-labelled, values above int16's range clipped (saturated surfaces only). A product stored with
+another scale or offset (USGS Collection 2: value x 0.0000275 - 0.2, as the catalogue declares
+it) is rescaled: round((value x scale + offset) x 10000), computed in float32.
 
 An observation (a pixel on a date) is usable when its mask calls it clear *and* every band the
 product reads has data there. It is then kept or dropped whole: masking band by band leaves
@@ -30,10 +32,18 @@ _INT16_MAX = int(np.iinfo(np.int16).max)
 def reflectance(cube: xr.Dataset, sensor: Sensor, bands: Sequence[str]) -> xr.Dataset:
     """`bands` of `cube` under their canonical names, as int16 x 10000 with nodata -9999."""
     canonical: dict[str, xr.DataArray] = {}
+    factor = sensor.reflectance_scale / REFLECTANCE_SCALE
+    shift = sensor.reflectance_offset / REFLECTANCE_SCALE
     for band in bands:
         layer = cube[sensor.measurement(band)]
         nodata = layer.attrs.get("nodata", sensor.reflectance_nodata)
-        if layer.dtype == np.dtype(REFLECTANCE_DTYPE) and nodata == REFLECTANCE_NODATA:
+        if (factor, shift) != (1.0, 0.0):
+            values = layer.data
+            scaled = np.rint(values.astype("float32") * np.float32(factor) + np.float32(shift))
+            clipped = np.clip(scaled, REFLECTANCE_NODATA + 1, _INT16_MAX)
+            rescaled = np.where(values == nodata, REFLECTANCE_NODATA, clipped)
+            converted = layer.copy(data=rescaled.astype(REFLECTANCE_DTYPE))
+        elif layer.dtype == np.dtype(REFLECTANCE_DTYPE) and nodata == REFLECTANCE_NODATA:
             converted = layer
         else:
             # Sentinel-2 (and any other encoding): same scale, Landsat's dtype and nodata.
