@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.keys import Keys
+from shared.keys import LEGACY_LISTS, Keys
 
-DEFAULT_LEGACY_LISTS: tuple[str, ...] = ("jobProduct", "jobS2")
+DEFAULT_LEGACY_LISTS: tuple[str, ...] = tuple(LEGACY_LISTS)
 ROLES: tuple[str, ...] = (
     "producer",
     "dispatcher",

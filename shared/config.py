@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.acl import read_password_file
 from shared.destinations import DestinationSettings
+from shared.keys import LEGACY_LISTS
 from shared.limits import RequestLimits
 
 LogFormat = Literal["json", "console"]
@@ -162,7 +163,7 @@ class DispatcherSettings(QueueSettings, RequestLimits, DestinationSettings):
     )
     legacy_bridge: bool = True
     legacy_lists: dict[str, str] = Field(
-        default_factory=lambda: {"jobProduct": "product", "jobS2": "ard", "jobLS": "ard"},
+        default_factory=lambda: dict(LEGACY_LISTS),
         description="Redis lists of the original deployment moved into the events stream.",
     )
     events_maxlen: int = Field(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POOLS: tuple[str, ...] = ("product", "ard")
+#: The original deployment's Redis lists, and the pool each one's items are for.
+LEGACY_LISTS: dict[str, str] = {"jobProduct": "product", "jobS2": "ard", "jobLS": "ard"}
 DISPATCHER_GROUP = "dispatcher"
 WORKER_GROUP = "workers"
 

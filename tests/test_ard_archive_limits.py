@@ -178,3 +178,40 @@ def test_a_zip_lying_about_its_sizes_is_still_bounded(tmp_path: Path) -> None:
         unpack_zip(path, tmp_path / "scratch", limits=ArchiveLimits(max_unpacked_bytes=MIB))
     written = [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in written) <= MIB
+
+
+def tar_with(path: Path, members: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as archive:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_gzipped_tarball_bomb_is_refused_while_it_unpacks(tmp_path: Path) -> None:
+    from services.worker.ard.fetch import unpack_tar
+
+    bomb = tar_with(tmp_path / "LC08_bomb.tar.gz", {"padding.bin": bytes(64 * MIB)})
+    assert bomb.stat().st_size < 200 * 1024
+    target = tmp_path / "out"
+    with pytest.raises(CorruptScene, match="CONVEYOR_ARD_MAX_COMPRESSION_RATIO"):
+        unpack_tar(bomb, target)
+    written = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    assert written < 64 * MIB  # stopped part-way, not after the whole member
+
+
+def test_a_tarball_of_twenty_thousand_members_or_too_many_bytes_is_refused(
+    tmp_path: Path,
+) -> None:
+    from services.worker.ard.fetch import unpack_tar
+
+    many = tar_with(tmp_path / "many.tar", {f"m{n:05d}.txt": b"x" for n in range(20_000)})
+    with pytest.raises(CorruptScene, match=r"holds 2,001 files; .*CONVEYOR_ARD_MAX_MEMBERS"):
+        unpack_tar(many, tmp_path / "many")
+    big = tar_with(tmp_path / "big.tar", {"a.bin": os.urandom(MIB), "b.bin": os.urandom(MIB)})
+    with pytest.raises(CorruptScene, match="CONVEYOR_ARD_MAX_UNPACKED_BYTES"):
+        unpack_tar(big, tmp_path / "big", limits=ArchiveLimits(max_unpacked_bytes=MIB + 10))

@@ -257,9 +257,12 @@ def unpack_tar(
                 reader = archive.extractfile(member)
                 assert reader is not None  # a regular file always has contents
                 with reader, open(target, "wb") as writer:
-                    written = _copy_bounded(reader, writer, written, limits, shown)
-                # A plain tar's ratio stays near 1; a gzipped bomb's grows with every member.
-                limits.check_ratio(written, compressed, shown)
+                    while chunk := reader.read(CHUNK_BYTES):
+                        written += len(chunk)
+                        limits.check_bytes(written, shown)
+                        # A plain tar's ratio stays near 1; a gzipped bomb's grows as it is read.
+                        limits.check_ratio(written, compressed, shown)
+                        writer.write(chunk)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise CorruptScene(f"{shown} is not a readable tar archive ({error})") from None
     except FileNotFoundError:
