@@ -13,7 +13,14 @@ The worker calls, for a job:
 `product.outputs` gives each result band's dtype, nodata and units for the writer.
 """
 
-from services.worker.products import fractional_cover, geomedian, ndvi, shoreline, water
+from services.worker.products import (
+    fc_percentiles,
+    fractional_cover,
+    geomedian,
+    ndvi,
+    shoreline,
+    water,
+)
 from services.worker.products.base import (
     OutputBand,
     Product,
@@ -35,6 +42,7 @@ __all__ = [
     "Sensor",
     "TideRange",
     "TideTable",
+    "fc_percentiles",
     "fractional_cover",
     "geomedian",
     "get_product",
