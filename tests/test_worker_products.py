@@ -48,12 +48,12 @@ def read(output: Path, prefix: str, band: str) -> tuple[np.ndarray, Any]:
 
 
 async def run_items(
-    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, source: ArchiveFixture,
     tmp_path: Path, services: dict[str, ServiceProcess], items: list[str], invalid: int = 0,
     **env: str,
 ) -> list[dict[str, str]]:  # fmt: skip
     keys = Keys(namespace)
-    environment = worker_env(redis_url, namespace, archive, str(tmp_path / "out"), **env)
+    environment = worker_env(redis_url, namespace, source, str(tmp_path / "out"), **env)
     start(services, "dispatcher", "services.dispatcher", environment, tmp_path / "d.log")
     start(services, "worker", "services.worker", environment, tmp_path / "w.log")
     await redis_client.rpush("jobProduct", *items)
@@ -95,8 +95,8 @@ async def test_fractional_cover_and_shoreline_are_made_by_a_worker(
     assert stac["assets"]["pv_pc_50"]["raster:bands"][0]["nodata"] == 255
 
 
-def acquisition_days(archive: ArchiveFixture) -> list[date]:
-    return sorted({record.solar_day for record in archive.records})
+def acquisition_days(source: ArchiveFixture) -> list[date]:
+    return sorted({record.solar_day for record in source.records})
 
 
 async def test_a_tide_table_filters_shoreline_days_in_the_worker(
