@@ -54,6 +54,8 @@ def test_without_demo_output_it_checks_products_of_its_own_archive(
     }  # fmt: skip
     assert all(fields[-1] == "yes" and int(fields[0]) > 0 for fields in table.values())
     assert float(table[("ls8_geomedian", "red")][1]) <= 3
+    # WOfS against the synthetic archive's truth: pure water always wet, land never.
+    assert int(table[("ls8_water", "frequency~truth")][0]) > 0
 
 
 def test_a_wrong_pixel_in_a_product_is_reported_and_fails(own_products: tuple[Path, str]) -> None:

@@ -347,6 +347,48 @@ def check_dataset(
         for band, want in reference(obs).items():
             got = _read_window(dataset.files[band], top, left, height, width)
             _record(results, dataset, band, got, want[inner])
+        if dataset.job_code == "water":
+            _check_against_truth(dataset, days, grid.window(top - outer_top, left - outer_left,
+                                                            height, width), results)  # fmt: skip
+
+
+def _check_against_truth(
+    dataset: OutputDataset,
+    days: dict[date, list[Scene]],
+    grid: Grid,
+    results: dict[tuple[str, str], Difference],
+) -> None:
+    """Where the synthetic archive's truth says a pixel was water on every clear day, or on
+    none, the water frequency must be 1, or 0. Skipped for archives without that truth."""
+    from odc.geo.geobox import GeoBox
+
+    try:
+        from devtools.archive.synthetic import truth
+
+        geobox = GeoBox(grid.shape, grid.transform, grid.crs)
+        water, clear = [], []
+        for day in days:
+            known = truth(dataset.sensor, day, geobox)
+            water.append(known.water)
+            clear.append(known.clear)
+    except Exception:  # not a synthetic archive, or a grid its truth cannot be drawn on
+        return
+    wet_days, clear_days = np.sum(water, axis=0), np.sum(clear, axis=0)
+    pure = (clear_days > 0) & ((wet_days == 0) | (wet_days == clear_days))
+    want = np.where(pure, wet_days / np.maximum(clear_days, 1), np.nan)
+    got = _read_window(
+        dataset.files["frequency"],
+        round((grid.transform.f - dataset.grid.transform.f) / dataset.grid.transform.e),
+        round((grid.transform.c - dataset.grid.transform.c) / dataset.grid.transform.a),
+        *grid.shape,
+    )
+    got = np.where(pure, got, np.nan)
+    key = (dataset.product, "frequency~truth")
+    if key not in results:
+        results[key] = Difference(dataset.product, "frequency~truth", tolerance=0.0)
+    # Only pixels both call pure water or pure land count; a cloud may hide a pixel from one.
+    both = np.isfinite(got) & np.isfinite(want)
+    results[key].add(np.where(both, got, np.nan), np.where(both, want, np.nan), None)
 
 
 def _record(
