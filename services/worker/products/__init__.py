@@ -6,7 +6,7 @@ The worker calls, for a job:
     sensor = sensor_for(job.product)             # InvalidRequest naming the known products
     product.check(sensor, job.options)           # InvalidRequest with the reason
     cube = dc.load(..., measurements=product.measurements(sensor), group_by="solar_day",
-                   dask_chunks=...)
+                   resampling=product.load_resampling(sensor), dask_chunks=...)
     result = product.compute(cube, sensor, job.options, context)   # lazy; the worker computes
     vectors = product.vectors(result, job.options)                 # GeoJSON by name
 
