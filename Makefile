@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench fuzz system-deps clean stop
+.PHONY: setup demo test lint bench fuzz validate system-deps clean stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ system-deps:
 
 demo: setup
 	$(BIN)/conveyor demo
+
+# Independent checks of the demo's products (or of a small archive's, without a demo run).
+validate: setup
+	$(BIN)/python -m devtools.validate --outputs demo-output --archive .conveyor/demo/archive
 
 test: setup system-deps
 	$(BIN)/python -m pytest

@@ -21,7 +21,16 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from shared.errors import InvalidRequest
+from shared.mask_filters import (
+    DEFAULT_FILTERS,
+    MASK_FILTER_OPTIONS,
+    UNBUFFERED,
+    MaskFilters,
+    check_mask_filters,
+    mask_filters,
+)
 from shared.options import TIDE_OPTIONS, check_known_options, parse_tide_range
+from shared.shoreline_options import SHORELINE_OPTIONS, check_shoreline_options
 
 Family = Literal["landsat", "sentinel2"]
 
@@ -94,6 +103,26 @@ QA_PIXEL_GOOD = BitFlagRule(
 
 
 @dataclass(frozen=True)
+class MaskRule:
+    """Which values of a mask band flag a condition: any of `classes` (an enumerated band such as
+    Sentinel-2's SCL), or any value with every bit of one of `bit_patterns` set (a bit-flag band
+    such as Landsat's pixel_qa). A rule with neither flags nothing."""
+
+    classes: frozenset[int] = frozenset()
+    bit_patterns: tuple[int, ...] = ()
+
+    def flags(self, mask: Any) -> Any:
+        """True where `mask` (an xarray DataArray of the mask band) has the condition."""
+        flagged = mask.isin(sorted(self.classes)) if self.classes else mask < 0
+        for pattern in self.bit_patterns:
+            flagged = flagged | ((mask & pattern) == pattern)
+        return flagged
+
+
+NEVER = MaskRule()
+
+
+@dataclass(frozen=True)
 class InputProduct:
     """One ODC product a product job reads: bands, reflectance encoding, mask and platform.
 
@@ -126,6 +155,13 @@ class InputProduct:
     reflectance_offset: float = 0.0
     #: The good-pixel rule of a bit-flag mask; None for an enumerated one (the value sets).
     mask_flags: BitFlagRule | None = None
+    #: What the mask band says beyond clear/water, for masks that are buffered or flag-coded
+    #: (WOfS): no observation at all, cloud, cloud shadow, saturated, terrain shadow.
+    nodata_rule: MaskRule = NEVER
+    cloud_rule: MaskRule = NEVER
+    shadow_rule: MaskRule = NEVER
+    saturation_rule: MaskRule = NEVER
+    terrain_rule: MaskRule = NEVER
 
     @property
     def bands(self) -> dict[str, str]:
@@ -162,10 +198,31 @@ class InputProduct:
             return self.mask_flags.water(mask).rename(f"{self.short_name}_water")
         return mask.isin(sorted(self.water_values)).rename(f"{self.short_name}_water")
 
+    def no_observation(self, mask: Any) -> Any:
+        """True where the mask band says nothing was observed (fill)."""
+        return self.nodata_rule.flags(mask)
+
+    def cloud(self, mask: Any) -> Any:
+        """True where the mask band flags cloud (before any buffering)."""
+        return self.cloud_rule.flags(mask)
+
+    def shadow(self, mask: Any) -> Any:
+        """True where the mask band flags cloud shadow (before any buffering)."""
+        return self.shadow_rule.flags(mask)
+
 
 def _same_names() -> tuple[tuple[str, str], ...]:
     # Both the USGS Landsat and the ESA Sentinel-2 product definitions use the canonical names.
     return tuple((band, band) for band in CANONICAL_BANDS)
+
+
+# USGS Collection-1 pixel_qa bits: 0 fill, 3 cloud shadow, 5 cloud, 10 terrain occlusion (OLI).
+# The cirrus confidence bits (8-9) are not cloud: USGS calls 834 and 898 (high cirrus
+# confidence) clear, and so did the original worker.
+_QA_FILL = 1 << 0
+_QA_SHADOW = 1 << 3
+_QA_CLOUD = 1 << 5
+_QA_TERRAIN = 1 << 10
 
 
 def _landsat(
@@ -175,6 +232,8 @@ def _landsat(
     instrument: str,
     land: frozenset[int],
     water: frozenset[int],
+    *,
+    oli: bool = False,
 ) -> InputProduct:
     return InputProduct(
         product=product,
@@ -191,6 +250,10 @@ def _landsat(
         water_values=water,
         reflectance_dtype="int16",
         reflectance_nodata=-9999,
+        nodata_rule=MaskRule(bit_patterns=(_QA_FILL,)),
+        cloud_rule=MaskRule(bit_patterns=(_QA_CLOUD,)),
+        shadow_rule=MaskRule(bit_patterns=(_QA_SHADOW,)),
+        terrain_rule=MaskRule(bit_patterns=(_QA_TERRAIN,)) if oli else NEVER,
     )
 
 
@@ -230,6 +293,12 @@ def _landsat_c2(product: str, short_name: str, platform: str, instrument: str) -
         reflectance_scale=C2_REFLECTANCE_SCALE,
         reflectance_offset=C2_REFLECTANCE_OFFSET,
         mask_flags=QA_PIXEL_GOOD,
+        nodata_rule=MaskRule(bit_patterns=(1 << QA_PIXEL_BITS["fill"],)),
+        # Cloud and USGS's own dilation of it; cirrus stays out, as for Collection 1's OLI.
+        cloud_rule=MaskRule(
+            bit_patterns=(1 << QA_PIXEL_BITS["cloud"], 1 << QA_PIXEL_BITS["dilated_cloud"])
+        ),
+        shadow_rule=MaskRule(bit_patterns=(1 << QA_PIXEL_BITS["cloud_shadow"],)),
     )
 
 
@@ -248,7 +317,13 @@ INPUT_PRODUCTS: Mapping[str, InputProduct] = MappingProxyType(
             "ls7_usgs_sr_scene", "ls7", "landsat-7", "ETM", _LANDSAT_5_7_LAND, _LANDSAT_5_7_WATER
         ),
         "ls8_usgs_sr_scene": _landsat(
-            "ls8_usgs_sr_scene", "ls8", "landsat-8", "OLI_TIRS", _LANDSAT_8_LAND, _LANDSAT_8_WATER
+            "ls8_usgs_sr_scene",
+            "ls8",
+            "landsat-8",
+            "OLI_TIRS",
+            _LANDSAT_8_LAND,
+            _LANDSAT_8_WATER,
+            oli=True,
         ),
         "s2_esa_sr_granule": InputProduct(
             product="s2_esa_sr_granule",
@@ -266,6 +341,12 @@ INPUT_PRODUCTS: Mapping[str, InputProduct] = MappingProxyType(
             water_values=frozenset({6}),
             reflectance_dtype="uint16",
             reflectance_nodata=0,
+            # SCL 0 no data, 1 saturated or defective, 3 cloud shadow, 8/9 cloud medium/high
+            # probability, 10 thin cirrus (odc-stats' S2 cloud classes).
+            nodata_rule=MaskRule(classes=frozenset({0})),
+            saturation_rule=MaskRule(classes=frozenset({1})),
+            cloud_rule=MaskRule(classes=frozenset({8, 9, 10})),
+            shadow_rule=MaskRule(classes=frozenset({3})),
         ),
         # Collection 2 Level-2 as USGS ships it (SR_B*, QA_PIXEL); see `_landsat_c2`.
         "ls5_c2l2_sr": _landsat_c2("ls5_c2l2_sr", "ls5c2", "landsat-5", "TM"),
@@ -316,6 +397,9 @@ class JobCode:
     families: frozenset[Family] = frozenset({"landsat", "sentinel2"})
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Whether cloud and shadow masks are buffered by default (`shared.mask_filters`); either
+    #: way a request may set `cloud_filter` and `shadow_filter`.
+    buffer_masks: bool = True
 
     def check(self, product: InputProduct, options: Mapping[str, str]) -> None:
         """Raise InvalidRequest, with a reason, if this job code cannot serve the request."""
@@ -332,29 +416,82 @@ class JobCode:
         for check in self.option_checks:
             check(options)
 
+    def mask_filters(self, product: InputProduct, options: Mapping[str, str]) -> MaskFilters:
+        """The cloud and shadow filters of a request: its options, else this job code's default."""
+        default = DEFAULT_FILTERS[product.family] if self.buffer_masks else UNBUFFERED
+        return mask_filters(options, default)
+
 
 #: The geomedian's band order, as odc-stats writes it.
 _COMPOSITE_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
+#: The WOfS classifier's bands, in the order of its inputs (Landsat TM bands 1-5 and 7).
+_WOFS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
+
+WATER_METHOD = "method"
+WATER_METHODS: tuple[str, ...] = ("wofs", "qa")
+
+
+def water_method(options: Mapping[str, str]) -> str:
+    """`wofs` (default: Mueller et al.'s classifier on reflectance) or `qa` (the mask band's water
+    flags, as the original worker counted them)."""
+    method = options.get(WATER_METHOD, "wofs").strip().lower()
+    if method not in WATER_METHODS:
+        raise InvalidRequest(
+            f"method {options[WATER_METHOD]!r} is not a water method "
+            f"(expected {' or '.join(WATER_METHODS)})"
+        )
+    return method
+
+
+_MASKED = MASK_FILTER_OPTIONS
+_MASK_CHECKS: tuple[OptionsCheck, ...] = (check_mask_filters,)
 
 _JOB_CODES: dict[str, JobCode] = dict(
     {
         "geomedian": JobCode(
-            "geomedian", _COMPOSITE_BANDS, description="geometric median and MADs (geomad)"
+            "geomedian",
+            _COMPOSITE_BANDS,
+            options=_MASKED,
+            option_checks=_MASK_CHECKS,
+            description="geometric median and MADs (geomad)",
+            buffer_masks=False,
         ),
         "fractional_cover": JobCode(
             "fractional_cover",
             _COMPOSITE_BANDS,
+            options=_MASKED,
+            option_checks=_MASK_CHECKS,
             description="bare soil, green and dry vegetation of the period's geomedian",
+            buffer_masks=False,
         ),
-        "water": JobCode("water", (), description="WOfS-style summary of water observations"),
+        "fc_percentiles": JobCode(
+            "fc_percentiles",
+            _WOFS_BANDS,
+            options=_MASKED,
+            option_checks=_MASK_CHECKS,
+            description="10th, 50th and 90th percentiles of fractional cover of clear dry days",
+        ),
+        "water": JobCode(
+            "water",
+            _WOFS_BANDS,
+            options=_MASKED | {WATER_METHOD},
+            option_checks=(*_MASK_CHECKS, water_method),
+            description="WOfS summary: clear and wet observations and their frequency",
+        ),
         "shoreline": JobCode(
             "shoreline",
             ("green", "swir1"),
-            options=TIDE_OPTIONS,
-            option_checks=(parse_tide_range,),
+            options=TIDE_OPTIONS | SHORELINE_OPTIONS | _MASKED,
+            option_checks=(parse_tide_range, check_shoreline_options, *_MASK_CHECKS),
             description="median MNDWI and its zero contour",
         ),
-        "ndvi": JobCode("ndvi", ("red", "nir"), description="NDVI statistics of clear days"),
+        "ndvi": JobCode(
+            "ndvi",
+            ("red", "nir"),
+            options=_MASKED,
+            option_checks=_MASK_CHECKS,
+            description="NDVI statistics of clear days",
+        ),
     }
 )
 #: Read-only view; `add_job_code` extends it with an operator's own products.

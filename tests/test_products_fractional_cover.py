@@ -13,6 +13,16 @@ from tests.test_products_support import ALL_PRODUCTS, Scene, run_product, synthe
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fc package's own
 
 UNMIXING_BANDS = ("green", "red", "nir", "swir1", "swir2")
+#: Flood (2017), Sentinel-2A to Landsat ETM+ surface reflectance, (intercept x 10000, slope), as
+#: in Geoscience Australia's Sentinel-2 fractional cover configuration (fc, s2_fc_albers.yaml).
+FLOOD_2017_SENTINEL_2 = {
+    "blue": [-22.0, 0.9551],
+    "green": [31.0, 1.0582],
+    "red": [64.0, 0.9871],
+    "nir": [120.0, 1.0187],
+    "swir1": [79.0, 0.9528],
+    "swir2": [-42.0, 0.9688],
+}
 UNMIXED = {"bs": "BS", "pv": "PV", "npv": "NPV", "ue": "UE"}
 
 
@@ -26,7 +36,10 @@ def water_share_by_hand(scene: Scene) -> np.ndarray:
 def expected_cover(scene: Scene) -> dict[str, np.ndarray]:
     composite = geomad_directly(masked_by_hand(scene, scene.usable(BANDS)))
     inputs = xr.Dataset({band: composite[band] for band in UNMIXING_BANDS})
-    regression = LANDSAT_8_COEFFICIENTS if scene.product == "ls8_usgs_sr_scene" else None
+    regression = {
+        "ls8_usgs_sr_scene": LANDSAT_8_COEFFICIENTS,
+        "s2_esa_sr_granule": FLOOD_2017_SENTINEL_2,
+    }.get(scene.product)
     cover = fractional_cover(
         inputs, regression_coefficients=regression, clip_after_regression=True
     ).compute()

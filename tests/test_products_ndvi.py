@@ -7,13 +7,25 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.test_products_support import ALL_PRODUCTS, run_product, synthetic_scene
+from tests.test_products_support import (
+    ALL_PRODUCTS,
+    LANDSAT_PRODUCTS,
+    run_product,
+    synthetic_scene,
+)
+
+#: The defaults: DEA's Landsat summaries dilate cloud and shadow by 6; odc-stats' Sentinel-2
+#: default opens by 2 and dilates by 5.
+LANDSAT_DEFAULT = (("dilation", 6),)
+SENTINEL_2_DEFAULT = (("opening", 2), ("dilation", 5))
 
 
 @pytest.mark.parametrize("product", ALL_PRODUCTS)
 def test_ndvi_statistics_equal_numpy_over_clear_observations(product: str) -> None:
     scene = synthetic_scene(product, dates=8, seed=11)
-    usable = scene.usable(("red", "nir"))
+    steps = LANDSAT_DEFAULT if product in LANDSAT_PRODUCTS else SENTINEL_2_DEFAULT
+    usable = scene.usable(("red", "nir"), steps, steps)
+    clear = scene.usable((), steps, steps)
     red = scene.reflectance_int16("red").astype("float64") / 10000
     nir = scene.reflectance_int16("nir").astype("float64") / 10000
     ndvi = np.where(usable, (nir - red) / (nir + red), np.nan)
@@ -31,7 +43,42 @@ def test_ndvi_statistics_equal_numpy_over_clear_observations(product: str) -> No
     for name, values in expected.items():
         np.testing.assert_allclose(result[name].values, values, atol=2e-6, err_msg=name)
     np.testing.assert_array_equal(result["ndvi_count"].values, usable.sum(axis=0))
+    np.testing.assert_array_equal(result["clear_count"].values, clear.sum(axis=0))
+
+
+def test_unbuffered_on_request_counts_every_clear_observation() -> None:
+    scene = synthetic_scene("ls7_usgs_sr_scene", dates=8, seed=14)
+    options = {"cloud_filter": "none", "shadow_filter": "none"}
+
+    result, _ = run_product("ndvi", scene, options)
+    buffered, _ = run_product("ndvi", scene)
+
     np.testing.assert_array_equal(result["clear_count"].values, scene.clear().sum(axis=0))
+    assert (buffered["clear_count"].values <= result["clear_count"].values).all()
+    assert (buffered["clear_count"].values < result["clear_count"].values).any()
+
+
+def test_a_cloud_edge_no_longer_moves_the_mean() -> None:
+    # The synthetic clouds are exact squares; a real cloud's edge is hazy. Make each cloud's
+    # ring of 3 pixels hazy (reflectance halfway to the cloud's), flagged clear as masks do.
+    from scipy import ndimage
+
+    scene = synthetic_scene("ls5_usgs_sr_scene", dates=8, seed=15)
+    for t in range(8):
+        cloud = scene.cloud()[t]
+        ring = ndimage.binary_dilation(cloud, iterations=3) & ~cloud
+        for band in ("red", "nir"):
+            scene.raw[band][t][ring] = (scene.raw[band][t][ring] + 6500) // 2
+    scene.__post_init__()
+    land = scene.water_fraction[0] == 0
+
+    raw, _ = run_product("ndvi", scene, {"cloud_filter": "none", "shadow_filter": "none"})
+    buffered, _ = run_product("ndvi", scene)
+
+    # Land NDVI varies smoothly by row; hazy edges scatter the unbuffered mean around it.
+    spread_raw = np.nanstd(raw["ndvi_mean"].values[land])
+    spread_buffered = np.nanstd(buffered["ndvi_mean"].values[land])
+    assert spread_buffered < spread_raw
 
 
 def test_clouds_and_fill_never_reach_the_statistics() -> None:
@@ -56,4 +103,5 @@ def test_a_pixel_never_seen_clear_has_nan_statistics_and_zero_counts() -> None:
     for name in ("ndvi_median", "ndvi_mean", "ndvi_std"):
         assert np.isnan(result[name].values[60:, 60:]).all()
     assert (result["ndvi_count"].values[60:, 60:] == 0).all()
+    # Seen (cloudy), so counted zero rather than nodata.
     assert (result["clear_count"].values[60:, 60:] == 0).all()

@@ -19,7 +19,7 @@ from services.worker.products import (
 from shared.errors import InvalidRequest
 from tests.test_products_support import ALL_PRODUCTS, loaded, synthetic_scene
 
-JOB_CODES = ("geomedian", "fractional_cover", "water", "shoreline", "ndvi")
+JOB_CODES = ("geomedian", "fractional_cover", "water", "shoreline", "ndvi", "fc_percentiles")
 
 
 def test_the_original_and_the_new_job_codes_are_registered() -> None:
@@ -53,7 +53,9 @@ def test_measurements_are_the_inputs_as_the_datacube_names_them_and_the_mask(pro
     ]  # fmt: skip
     assert get_product("ndvi").measurements(sensor) == ["red", "nir", sensor.mask_band]
     assert get_product("shoreline").measurements(sensor) == ["green", "swir1", sensor.mask_band]
-    assert get_product("water").measurements(sensor) == [sensor.mask_band]
+    assert get_product("water").measurements(sensor) == [
+        "blue", "green", "red", "nir", "swir1", "swir2", sensor.mask_band,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("job_code", JOB_CODES)

@@ -117,7 +117,8 @@ def test_shoreline_lies_within_a_pixel_of_a_round_island() -> None:
 
 def test_the_raster_is_the_median_water_index_of_clear_observations() -> None:
     scene = synthetic_scene("s2_esa_sr_granule", dates=7, seed=44)
-    usable = scene.usable(("green", "swir1"))
+    default = (("opening", 2), ("dilation", 5))  # odc-stats' Sentinel-2 cloud buffer
+    usable = scene.usable(("green", "swir1"), default, default)
     green = scene.reflectance_int16("green").astype("float64")
     swir1 = scene.reflectance_int16("swir1").astype("float64")
     with warnings.catch_warnings():
@@ -232,3 +233,78 @@ def _dates(scene: Scene, dates: list[int]) -> Scene:
         nodata=scene.nodata,
     )
     return subset
+
+
+# DEA Coastlines' tide filter. The table's readings are the ten heights above, each twice: its
+# mean (standing for mean sea level) is 9.8 and the observed range 8.0 to 11.0.
+
+
+def tidal_context(tmp_path: Path, scene: Scene) -> ProductContext:
+    return ProductContext(TideTable.from_csv(write_tide_table(tmp_path / "tides.csv", scene)))
+
+
+def test_by_default_a_tide_table_keeps_the_days_near_mean_sea_level(tmp_path: Path) -> None:
+    # 9.8 +- 0.25 x 3.0 keeps 9.05..10.55: the heights 9.4, 9.5, 9.75, 10.0, 10.25, 10.5.
+    scene = tidal_scene()
+
+    result, _ = run_product("shoreline", scene, {}, tidal_context(tmp_path, scene))
+
+    kept_only, _ = run_product("shoreline", _dates(scene, [1, 2, 3, 4, 5, 6]))
+    np.testing.assert_array_equal(result["mndwi"].values, kept_only["mndwi"].values)
+
+
+def test_the_tide_band_takes_its_centre_and_share_from_the_request(tmp_path: Path) -> None:
+    # 10 +- 0.1 x 3.0 keeps 9.7..10.3: 9.75, 10.0 and 10.25.
+    scene = tidal_scene()
+    options = {"tide_centre": "10", "tide_band": "0.1"}
+
+    result, _ = run_product("shoreline", scene, options, tidal_context(tmp_path, scene))
+
+    kept_only, _ = run_product("shoreline", _dates(scene, [3, 4, 5]))
+    np.testing.assert_array_equal(result["mndwi"].values, kept_only["mndwi"].values)
+
+
+def test_tide_filter_none_keeps_every_day(tmp_path: Path) -> None:
+    scene = tidal_scene()
+    context = tidal_context(tmp_path, scene)
+
+    result, _ = run_product("shoreline", scene, {"tide_filter": "none"}, context)
+
+    unfiltered, _ = run_product("shoreline", scene)
+    np.testing.assert_array_equal(result["mndwi"].values, unfiltered["mndwi"].values)
+
+
+def test_asking_for_the_tide_band_without_a_table_says_how_to_configure_one() -> None:
+    with pytest.raises(Permanent, match="CONVEYOR_TIDE_TABLE"):
+        run_product("shoreline", tidal_scene(), {"tide_band": "0.2"})
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"tide_band": "0.7"}, "out of range"),
+        ({"tide_band": "0"}, "out of range"),
+        ({"tide_centre": "msl"}, "not a number"),
+        ({"tide_filter": "fes2014"}, "not dea or none"),
+        ({"tide_filter": "none", "tide_band": "0.2"}, "would be ignored"),
+        ({"tide_range_from": "1", "tide_range_to": "2", "tide_centre": "0"}, "not both"),
+    ],
+)
+def test_bad_tide_options_are_refused_by_the_dispatcher(options: dict, reason: str) -> None:
+    from shared.catalogue import check_request
+    from shared.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=reason):
+        check_request("shoreline", "ls8_usgs_sr_scene", options)
+
+
+@pytest.mark.parametrize("product", ALL_PRODUCTS)
+def test_shoreline_loads_reflectance_cubic_and_the_mask_nearest(product: str) -> None:
+    from services.worker.products import get_product, sensor_for
+
+    sensor = sensor_for(product)
+    assert get_product("shoreline").load_resampling(sensor) == {
+        sensor.mask_band: "nearest",
+        "*": "cubic",
+    }
+    assert get_product("water").load_resampling(sensor)[sensor.mask_band] == "nearest"

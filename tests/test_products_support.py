@@ -162,10 +162,34 @@ class Scene:
     def wet(self) -> npt.NDArray[np.bool_]:
         return np.isin(self.mask, self.codes.water)
 
-    def usable(self, bands: Sequence[str]) -> npt.NDArray[np.bool_]:
+    def cloud(self) -> npt.NDArray[np.bool_]:
+        """Cloud as buffering sees it: pixel_qa's cloud bit, SCL 8-10 (snow, 11, is not cloud)."""
+        if self.codes.band == "pixel_qa":
+            return (self.mask & 32) != 0
+        return np.isin(self.mask, [code for code in self.codes.cloud if code != 11])
+
+    def shadow(self) -> npt.NDArray[np.bool_]:
+        if self.codes.band == "pixel_qa":
+            return (self.mask & 8) != 0
+        return np.isin(self.mask, self.codes.shadow)
+
+    def usable(
+        self,
+        bands: Sequence[str],
+        cloud_filter: Sequence[tuple[str, int]] = (),
+        shadow_filter: Sequence[tuple[str, int]] = (),
+    ) -> npt.NDArray[np.bool_]:
+        """Clear, outside the buffered cloud and shadow, every band a reflectance in (0, 1]."""
+        from devtools.validate.references import buffer
+
         keep = self.clear()
+        if cloud_filter:
+            keep &= ~buffer(self.cloud(), cloud_filter)
+        if shadow_filter:
+            keep &= ~buffer(self.shadow(), shadow_filter)
         for band in bands:
-            keep &= self.raw[band] != self.nodata
+            values = self.reflectance_int16(band)
+            keep &= (values >= 1) & (values <= 10000)
         return keep
 
 

@@ -80,7 +80,7 @@ class ProductRunner:
         bands = {
             name: BandSpec(
                 dtype=band.dtype, nodata=band.nodata, units=band.units,
-                overview_resampling=band.overview_resampling,
+                overview_resampling=band.overview_resampling, scale=band.scale, offset=band.offset,
             )
             for name, band in product.outputs.items()
         }  # fmt: skip
@@ -110,7 +110,10 @@ class ProductRunner:
             # Lazy: pixels are read as the computation consumes them, a few chunks at a time
             # (persisting the cube first held all of it, and then its masked copy, at once). So
             # "load" is finding the datasets and planning the read; reading counts as compute.
-            cube = await asyncio.to_thread(self._load, job, datasets, product.measurements(sensor))
+            cube = await asyncio.to_thread(
+                self._load, job, datasets, product.measurements(sensor),
+                product.load_resampling(sensor),
+            )  # fmt: skip
             stages["load"] = time.monotonic() - started
 
             started = time.monotonic()
@@ -169,7 +172,13 @@ class ProductRunner:
             if dataset.extent is not None and dataset.extent.to_crs(tile.crs).intersects(tile)
         ]
 
-    def _load(self, job: ProductJob, datasets: Sequence[Any], measurements: Sequence[str]) -> Any:
+    def _load(
+        self,
+        job: ProductJob,
+        datasets: Sequence[Any],
+        measurements: Sequence[str],
+        resampling: Mapping[str, str] | str = "nearest",
+    ) -> Any:
         from odc.geo.geobox import GeoBox
 
         geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
@@ -181,7 +190,7 @@ class ProductRunner:
             like=geobox,
             group_by="solar_day",
             dask_chunks=chunks,
-            resampling="nearest",
+            resampling=dict(resampling) if not isinstance(resampling, str) else resampling,
         )
 
     async def _index(

@@ -212,6 +212,8 @@ def _add_band_asset(item: pystac.Item, facts: DatasetFacts, band: str, band_spec
                 data_type=DataType(band_spec.dtype),
                 unit=band_spec.units,
                 spatial_resolution=abs(facts.geobox.resolution.x),
+                scale=band_spec.scale,
+                offset=band_spec.offset,
             )
         ]
     )
@@ -308,6 +310,10 @@ def product_definition(
             measurement["nodata"] = (
                 "NaN" if isinstance(nodata, float) and math.isnan(nodata) else nodata
             )
+        # datacube's measurement definition: value = stored * scale_factor + add_offset.
+        if band_spec.scale is not None:
+            measurement["scale_factor"] = band_spec.scale
+            measurement["add_offset"] = band_spec.offset or 0.0
         measurements.append(measurement)
     metadata: dict[str, Any] = {"product": {"name": spec.product_name}}
     if platform:

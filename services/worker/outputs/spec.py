@@ -31,6 +31,9 @@ class BandSpec(BaseModel):
     units: str = "1"
     # Counts and classes must not be averaged into values that never occur; reflectances may.
     overview_resampling: OverviewResampling = "average"
+    #: physical value = stored * scale + offset; None when the stored value is the value.
+    scale: float | None = None
+    offset: float | None = None
 
     @field_validator("dtype")
     @classmethod

@@ -6,14 +6,21 @@ The worker calls, for a job:
     sensor = sensor_for(job.product)             # InvalidRequest naming the known products
     product.check(sensor, job.options)           # InvalidRequest with the reason
     cube = dc.load(..., measurements=product.measurements(sensor), group_by="solar_day",
-                   dask_chunks=...)
+                   resampling=product.load_resampling(sensor), dask_chunks=...)
     result = product.compute(cube, sensor, job.options, context)   # lazy; the worker computes
     vectors = product.vectors(result, job.options)                 # GeoJSON by name
 
 `product.outputs` gives each result band's dtype, nodata and units for the writer.
 """
 
-from services.worker.products import fractional_cover, geomedian, ndvi, shoreline, water
+from services.worker.products import (
+    fc_percentiles,
+    fractional_cover,
+    geomedian,
+    ndvi,
+    shoreline,
+    water,
+)
 from services.worker.products.base import (
     OutputBand,
     Product,
@@ -35,6 +42,7 @@ __all__ = [
     "Sensor",
     "TideRange",
     "TideTable",
+    "fc_percentiles",
     "fractional_cover",
     "geomedian",
     "get_product",

@@ -28,6 +28,7 @@ from odc.geo.xr import xr_coords
 from services.worker.products.tides import TideTable
 from shared.catalogue import JOB_CODES, Sensor, check_plugin
 from shared.errors import InvalidRequest
+from shared.mask_filters import UNBUFFERED, MaskFilters
 from shared.options import check_known_options
 
 Resampling = Literal["nearest", "average", "mode", "bilinear", "cubic"]
@@ -43,6 +44,9 @@ class OutputBand:
     description: str = ""
     #: How overviews of the band are made: counts and classes must not be averaged.
     overview_resampling: Resampling = "average"
+    #: physical value = stored * scale + offset (reflectance x 10000: scale 0.0001).
+    scale: float | None = None
+    offset: float | None = None
 
     @property
     def nodata_is_nan(self) -> bool:
@@ -80,6 +84,8 @@ class Product(ABC):
     outputs: ClassVar[Mapping[str, OutputBand]] = {}
     #: Options this product understands besides `time_step`.
     accepted_options: ClassVar[frozenset[str]] = frozenset()
+    #: How reflectance is resampled onto the output grid when the scenes' grid differs.
+    reflectance_resampling: ClassVar[Resampling] = "nearest"
 
     def measurements(self, sensor: Sensor) -> list[str]:
         """The datacube measurements to load: the inputs as `sensor` names them, and its mask."""
@@ -114,6 +120,17 @@ class Product(ABC):
         Returns the `outputs` bands, 2-D (y, x) on the cube's geobox, in their declared dtype
         with `nodata` set; usually lazy (Dask), for the caller to compute.
         """
+
+    def mask_filters(self, sensor: Sensor, options: Mapping[str, str]) -> MaskFilters:
+        """How cloud and shadow are buffered for this request (`cloud_filter`, `shadow_filter`,
+        else the catalogue's default for the job code and sensor)."""
+        entry = JOB_CODES.get(self.job_code)
+        return UNBUFFERED if entry is None else entry.mask_filters(sensor, options)
+
+    def load_resampling(self, sensor: Sensor) -> dict[str, str]:
+        """How `dc.load` resamples each measurement onto the output grid: masks and classes
+        always nearest; reflectance as `reflectance_resampling` says."""
+        return {sensor.mask_band: "nearest", "*": self.reflectance_resampling}
 
     def vectors(self, result: xr.Dataset, options: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """GeoJSON FeatureCollections derived from the computed `result`, by name (default none)."""

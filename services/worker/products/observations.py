@@ -6,8 +6,10 @@ re-labelled, values above int16's range clipped (saturated surfaces only). A pro
 another scale or offset (USGS Collection 2: value x 0.0000275 - 0.2, as the catalogue declares
 it) is rescaled: round((value x scale + offset) x 10000), computed in float32.
 
-An observation (a pixel on a date) is usable when its mask calls it clear *and* every band the
-product reads has data there. It is then kept or dropped whole: masking band by band leaves
+An observation (a pixel on a date) is usable when its mask calls it clear, no buffered cloud or
+cloud shadow covers it (`masks.buffered`, with the request's `cloud_filter`/`shadow_filter`),
+and every band the product reads holds a reflectance in (0, 1] there (`masks.in_range`: not
+fill, not saturated). It is then kept or dropped whole: masking band by band leaves
 observations with some bands missing, which geomedians and band ratios silently get wrong.
 """
 
@@ -21,7 +23,9 @@ import numpy.typing as npt
 import xarray as xr
 from odc.algo import keep_good_only, to_float
 
+from services.worker.products.masks import buffered, in_range
 from shared.catalogue import Sensor
+from shared.mask_filters import UNBUFFERED, MaskFilters
 
 REFLECTANCE_DTYPE = "int16"
 REFLECTANCE_NODATA = -9999
@@ -67,18 +71,31 @@ def has_data(bands: xr.Dataset) -> xr.DataArray:
     return present
 
 
-def usable(cube: xr.Dataset, sensor: Sensor, bands: xr.Dataset) -> xr.DataArray:
-    """True for observations the mask calls clear and where every one of `bands` has data."""
-    clear = sensor.clear(cube[sensor.mask_band])
-    return clear & has_data(bands) if bands.data_vars else clear
+def clear(cube: xr.Dataset, sensor: Sensor, filters: MaskFilters = UNBUFFERED) -> xr.DataArray:
+    """True for observations the mask calls clear, outside the buffered cloud and shadow."""
+    mask = cube[sensor.mask_band]
+    seen_clear = sensor.clear(mask)
+    if filters.cloud:
+        seen_clear = seen_clear & ~buffered(sensor.cloud(mask), filters.cloud)
+    if filters.shadow:
+        seen_clear = seen_clear & ~buffered(sensor.shadow(mask), filters.shadow)
+    return seen_clear
+
+
+def usable(
+    cube: xr.Dataset, sensor: Sensor, bands: xr.Dataset, filters: MaskFilters = UNBUFFERED
+) -> xr.DataArray:
+    """True for clear observations (see `clear`) where every one of `bands` is a reflectance."""
+    seen_clear = clear(cube, sensor, filters)
+    return seen_clear & in_range(bands) if bands.data_vars else seen_clear
 
 
 def clean_reflectance(
-    cube: xr.Dataset, sensor: Sensor, bands: Sequence[str]
+    cube: xr.Dataset, sensor: Sensor, bands: Sequence[str], filters: MaskFilters = UNBUFFERED
 ) -> tuple[xr.Dataset, xr.DataArray]:
     """Canonical reflectance with unusable observations blanked in every band, and the mask."""
     canonical = reflectance(cube, sensor, bands)
-    keep = usable(cube, sensor, canonical)
+    keep = usable(cube, sensor, canonical, filters)
     return keep_good_only(canonical, keep), keep
 
 

@@ -78,6 +78,11 @@ class TideTable:
         except Permanent as error:
             raise Permanent(f"tide table {path}: {error}") from None
 
+    @property
+    def mean_height(self) -> float:
+        """The mean of the readings: the table's estimate of mean sea level."""
+        return float(self.heights.mean())
+
     def heights_at(self, times: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Heights linearly interpolated at `times`; NaN outside the table's span."""
         wanted = np.asarray(times, dtype="datetime64[ns]").astype("int64").astype("float64")
