@@ -311,8 +311,11 @@ def digest_placeholder(role: str) -> str:
 
 
 def _header() -> list[str]:
-    # ACL files take no comments: the first line switches the unauthenticated user off.
-    return ["user default off resetkeys resetchannels -@all"]
+    # ACL files take no comments. The first line switches the default user off: no connection
+    # can authenticate as it. It keeps every permission because the server replays its AOF as
+    # that user: Valkey checks a replayed MULTI/EXEC against it, and with no permissions would
+    # drop every transaction (every Lua script's effects) on restart.
+    return ["user default off resetchannels ~* &* +@all"]
 
 
 def acl_template(

@@ -16,10 +16,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import structlog
 
-from shared.acl import DEFAULT_LEGACY_LISTS, acl_file, password_digest
+from shared.acl import (
+    DEFAULT_LEGACY_LISTS,
+    ROLES,
+    acl_file,
+    password_digest,
+    read_password_file,
+    username,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +55,10 @@ def valkey_server_binary() -> Path:
 
 
 ADMIN_USERNAME = "conveyor-admin"
+
+
+#: Where `conveyor demo` keeps the role passwords of its queue, under the state directory.
+SECRETS_FOLDER = "secrets"
 
 
 @dataclass
@@ -79,6 +91,14 @@ class EmbeddedValkey:
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    def url_as(self, role: str) -> str:
+        """The URL with `role`'s user and password in ACL mode; the plain URL otherwise."""
+        if self.acl_passwords is None or role not in self.acl_passwords:
+            return self.url
+        user = quote(username(role, self.namespace), safe="")
+        password = quote(self.acl_passwords[role], safe="")
+        return f"redis://{user}:{password}@{self.host}:{self.port}/0"
 
     @property
     def _port_file(self) -> Path:
@@ -175,6 +195,27 @@ class EmbeddedValkey:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def embedded_queue(
+    state_dir: Path, *, maxmemory: str = "1gb", namespace: str = "conveyor"
+) -> EmbeddedValkey:
+    """The embedded queue of a state directory, as every command and the demo start it.
+
+    Where the directory holds role passwords (`state_dir/secrets/<role>`, as `conveyor demo`
+    writes them), the server runs in ACL mode with those users, so a command run after the demo
+    finds the demo's queue, users and all.
+    """
+    secrets = state_dir / SECRETS_FOLDER
+    passwords = {
+        role: read_password_file(secrets / role) for role in ROLES if (secrets / role).is_file()
+    }
+    return EmbeddedValkey(
+        state_dir / "valkey",
+        maxmemory=maxmemory,
+        acl_passwords=passwords or None,
+        namespace=namespace,
+    )
 
 
 def _accepts_connections(host: str, port: int) -> bool:

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import QueueSettings, scrub_url
-from shared.embedded import EmbeddedValkey
+from shared.embedded import EmbeddedValkey, embedded_queue
 from shared.wire import ENCODING_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -61,26 +61,32 @@ def connect(url: str, settings: QueueSettings | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
-def queue_url(settings: QueueSettings) -> tuple[str, EmbeddedValkey | None]:
+def queue_url(settings: QueueSettings, role: str = "operator") -> tuple[str, EmbeddedValkey | None]:
     """The configured queue, or an embedded valkey-server under the state directory.
 
     The embedded server is reused when an earlier command left it running, so `conveyor submit`
-    and the services started by `conveyor demo` talk to the same queue.
+    and the services started by `conveyor demo` talk to the same queue. Where the state
+    directory holds the demo's role passwords, the server has one user per role and the URL
+    carries `role`'s (the CLI's commands are the operator's).
     """
     configured = settings.configured_redis_url()
     if configured is not None:
         return configured, None
-    server = EmbeddedValkey(settings.state_dir / "valkey", maxmemory=settings.embedded_maxmemory)
+    server = embedded_queue(
+        settings.state_dir, maxmemory=settings.embedded_maxmemory, namespace=settings.namespace
+    )
     running = server.running_instance()
-    url = server.start(reuse=True)
-    log.info("using embedded queue", url=url, reused=running is not None)
-    return url, (None if running is not None else server)
+    server.start(reuse=True)
+    log.info("using embedded queue", url=server.url, reused=running is not None)
+    return server.url_as(role), (None if running is not None else server)
 
 
 @asynccontextmanager
-async def open_queue(settings: QueueSettings) -> AsyncIterator[aioredis.Redis]:
+async def open_queue(
+    settings: QueueSettings, role: str = "operator"
+) -> AsyncIterator[aioredis.Redis]:
     """A client for the configured queue, or for an embedded one started (and stopped) here."""
-    url, started_server = queue_url(settings)
+    url, started_server = queue_url(settings, role)
     client = connect(url, settings)
     log.info("queue connection", url=scrub_url(url))
     try:

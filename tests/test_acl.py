@@ -11,6 +11,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -358,6 +359,33 @@ def test_scripts_run_with_their_callers_permissions(clean: AclServer) -> None:
             KEYS.jobs("product"),
         )
     assert clean.admin().xlen(KEYS.jobs("product")) == 0
+
+
+def test_a_server_restarted_in_acl_mode_replays_every_transaction_from_its_aof(
+    tmp_path: Path,
+) -> None:
+    """Scripts and transactions reach the AOF as MULTI/EXEC, which the server replays as its
+    default user: off (nobody may log in as it) yet allowed, or every one would be dropped."""
+    passwords = {"worker": "w"}
+    server = EmbeddedValkey(tmp_path / "valkey", acl_passwords=passwords)
+    server.start()
+    worker = redis.Redis(port=server.port, username=username("worker"), password="w")
+    worker.eval("redis.call('HSET', KEYS[1], 'state', 'done'); return 1", 1, KEYS.job("j1"))
+    pipe = worker.pipeline(transaction=True)
+    pipe.hset(KEYS.job("j2"), "state", "running")
+    pipe.xadd(KEYS.results, {"type": "job", "job_id": "j2"})
+    pipe.execute()
+    server.stop()  # SIGTERM: the AOF is fsynced; the restart below replays it
+    server.start()
+    try:
+        again = redis.Redis(port=server.port, username=username("worker"), password="w")
+        assert again.hget(KEYS.job("j1"), "state") == b"done"
+        assert again.hget(KEYS.job("j2"), "state") == b"running"
+        assert again.xlen(KEYS.results) == 1
+        log = (tmp_path / "valkey" / "valkey.log").read_text()
+        assert "NOPERM" not in log
+    finally:
+        server.stop()
 
 
 # --- memory ---------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ async def serve(settings: AutoscalerSettings) -> None:
     """Run the service until SIGTERM/SIGINT, then release the lease and stop local workers."""
     from shared.redis_connection import connect, queue_url
 
-    url, started_server = queue_url(settings)
+    url, started_server = queue_url(settings, "autoscaler")
     redis = connect(url, settings)
     backend = await build_backend(settings, url)
     try:

@@ -17,7 +17,7 @@ from rich.table import Table
 from shared.config import QueueSettings
 from shared.errors import InvalidRequest
 from shared.jobstate import JobStates
-from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
+from shared.keys import DISPATCHER_GROUP, LEGACY_LISTS, POOLS, WORKER_GROUP, Keys
 from shared.logging import configure_logging
 from shared.messages import decode_fields, parse_request
 from shared.redis_connection import open_queue
@@ -170,7 +170,7 @@ async def collect_status(settings: QueueSettings) -> dict[str, Any]:
                 }
             )
         states = JobStates(redis, keys)
-        legacy = {name: await redis.llen(name) for name in ("jobProduct", "jobS2")}  # type: ignore[misc]
+        legacy = {name: await redis.llen(name) for name in LEGACY_LISTS}  # type: ignore[misc]
         return {
             "namespace": settings.namespace,
             "streams": streams,
@@ -317,15 +317,25 @@ def validate(
 
 @app.command()
 def demo(
-    state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its servers' data.")] = Path(
-        ".conveyor/demo"
-    ),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the demo keeps its servers' data (default CONVEYOR_STATE_DIR, "
+            "`.conveyor`: the one every `conveyor` command uses, so `conveyor status` "
+            "afterwards shows the demo's jobs)."
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Where products are written.")] = Path("demo-output"),
 ) -> None:
     """Start the embedded servers, push the original work items, and run them to products."""
     from services.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(state_dir=state_dir, output=output, console=console))
+    raise typer.Exit(run_demo(state_dir=demo_state_dir(state_dir), output=output, console=console))
+
+
+def demo_state_dir(given: Path | None) -> Path:
+    """The demo's state directory: the one given, else the one every command uses."""
+    return given if given is not None else QueueSettings().state_dir
 
 
 @app.command()

@@ -25,7 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared.acl import ROLES, read_password_file, username, write_password_files
-from shared.embedded import EmbeddedValkey, free_port, stop_embedded_servers
+from shared.embedded import (
+    SECRETS_FOLDER,
+    EmbeddedValkey,
+    embedded_queue,
+    free_port,
+    stop_embedded_servers,
+)
 from shared.jobstate import FINAL_STATES
 from shared.keys import Keys
 from shared.seed import SEED_LATLON_ITEM, SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
@@ -67,13 +73,11 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
     console.rule("[bold]odc-conveyor demo")
     # One ACL user per role, as in production: each service below runs as its own user, with
     # its password in a file (as a mounted Secret would be).
-    password_files = write_password_files(state_dir / "secrets", ROLES)
-    queue = EmbeddedValkey(
-        state_dir / "valkey",
-        acl_passwords={role: read_password_file(path) for role, path in password_files.items()},
-        namespace=namespace,
-    )
-    queue_url = queue.start()
+    password_files = write_password_files(state_dir / SECRETS_FOLDER, ROLES)
+    # The same server every `conveyor` command of this state directory starts, so that
+    # `conveyor status` after the demo sees the demo's queue.
+    queue = embedded_queue(state_dir, namespace=namespace)
+    queue_url = queue.start(reuse=True)
     console.print(
         f"queue: embedded valkey-server at {queue_url} (AOF under {queue.data_dir}), "
         f"one ACL user per role (passwords under {state_dir / 'secrets'})"
@@ -99,17 +103,18 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
             CONVEYOR_INDEX_OUTPUTS="true",
             **archive.environment,
         )
+        metrics = {name: free_port() for name in ("dispatcher", "worker-product", "worker-ard")}
         processes.append(
             _service(
                 "services.dispatcher",
-                as_user("dispatcher", env | {"CONVEYOR_METRICS_PORT": str(free_port())}),
+                as_user("dispatcher", env | {"CONVEYOR_METRICS_PORT": str(metrics["dispatcher"])}),
                 logs / "dispatcher.log",
             )
         )  # fmt: skip
         processes.append(
             _service(
                 "services.worker",
-                as_user("worker", env | {"CONVEYOR_METRICS_PORT": str(free_port())}),
+                as_user("worker", env | {"CONVEYOR_METRICS_PORT": str(metrics["worker-product"])}),
                 logs / "worker-product.log", "--pool", "product",
             )
         )  # fmt: skip
@@ -117,7 +122,7 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
         landsat = _landsat_items(archive, state_dir)
         if archive.safe_dir is not None and (archive.scene_name or archive.landsat_scenes):
             ard_env = env | {
-                "CONVEYOR_METRICS_PORT": str(free_port()),
+                "CONVEYOR_METRICS_PORT": str(metrics["worker-ard"]),
                 "CONVEYOR_ARD_SOURCE": str(archive.safe_dir),
                 "CONVEYOR_ARD_OUTPUT_URL": str(output / "ard"),
             }
@@ -127,6 +132,10 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
                     "--pool", "ard",
                 )
             )  # fmt: skip
+        console.print(
+            "metrics while the demo runs: "
+            + ", ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics.items())
+        )
         if archive.safe_dir is not None and archive.scene_name is not None:
             scene_item = json.loads(SEED_SCENE_ITEM) | {
                 "in_scene": archive.scene_name,
@@ -287,6 +296,14 @@ def _report(jobs: list[dict[str, Any]], output: Path, console: Console, logs: Pa
     for path in quicklooks:
         console.print(f"  quicklook {path}")
     console.print(f"service logs under {logs}")
+    console.print(
+        "\nlook at what ran (the same embedded queue, under the same state directory):\n"
+        "  [bold]conveyor status[/]            streams, consumers, job states, server memory\n"
+        "  [bold]conveyor job ID[/]            one job or request: attempts, timings, outputs\n"
+        "  [bold]conveyor dead list[/]         dead letters with their reasons\n"
+        "  metrics: each service serves /metrics while it runs (dispatcher :9101, workers\n"
+        "  :9102, autoscaler :9103 by default; the demo's ports are printed above)"
+    )
     if failed or not jobs:
         console.print(f"[red]{failed} job(s) did not finish[/]")
         return 1

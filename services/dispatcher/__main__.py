@@ -14,7 +14,7 @@ from shared.redis_connection import open_queue
 
 
 async def serve(settings: DispatcherSettings) -> None:
-    async with open_queue(settings) as redis:
+    async with open_queue(settings, "dispatcher") as redis:
         dispatcher = Dispatcher(redis, settings)
         install_signal_handlers(dispatcher.stop)
         await dispatcher.run()

@@ -38,7 +38,7 @@ async def serve(settings: WorkerSettings) -> None:
     from services.worker.service import Worker
 
     runners = build_runners(settings)
-    async with open_queue(settings) as redis:
+    async with open_queue(settings, "worker") as redis:
         worker = Worker(redis, settings, runners)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -68,7 +68,7 @@ def supervise(settings: WorkerSettings) -> int:
 
     base_name = settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
     # One queue for all children: start the embedded server here when none is configured.
-    url, started_server = queue_url(settings)
+    url, started_server = queue_url(settings, "worker")
     children = []
     for index in range(settings.processes):
         env = dict(os.environ)
