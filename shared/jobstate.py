@@ -35,10 +35,12 @@ Command = Sequence[str | int | float]
 RECORD_OUTCOME_LUA = """
 local final_states = {done=true, nodata=true, skipped=true, dead=true}
 
--- keys: job, request, job index, results, request's job list.
+-- keys: job, request, job index, results, request's job list. `settled_by` names the delivery
+-- that records a final state ("<entry id> <consumer>"), so that a retry of the same step can
+-- be told from another consumer's late result.
 -- Returns the job's state before this call ('' if none); a final state is never changed.
 local function record_outcome(keys, job_id, state, now, result, retention, results_maxlen,
-                              entry_id, fields)
+                              settled_by, fields)
   local previous = redis.call('HGET', keys[1], 'state') or ''
   if final_states[previous] then
     return previous
@@ -55,7 +57,7 @@ local function record_outcome(keys, job_id, state, now, result, retention, resul
   if not final_states[state] then
     return previous
   end
-  redis.call('HSET', keys[1], 'settled_entry', entry_id)
+  redis.call('HSET', keys[1], 'settled_by', settled_by)
   redis.call('EXPIRE', keys[1], retention)
   if redis.call('EXISTS', keys[2]) == 1 then
     local finished = redis.call('HINCRBY', keys[2], 'jobs_finished', 1)

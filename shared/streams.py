@@ -144,7 +144,7 @@ local function record(state)
     return ''
   end
   return record_outcome(job_keys, job_id, state, ARGV[5], ARGV[8], ARGV[9], ARGV[10],
-                        entry_id, fields)
+                        entry_id .. ' ' .. consumer, fields)
 end
 
 if action == 'dead' or action == 'dead_deleted' then
@@ -182,7 +182,7 @@ if action == 'dead' or action == 'dead_deleted' then
 end
 
 if owner_of(stream, group, entry_id) ~= consumer then
-  if job_id ~= '' and redis.call('HGET', KEYS[6], 'settled_entry') == entry_id then
+  if job_id ~= '' and redis.call('HGET', KEYS[6], 'settled_by') == entry_id .. ' ' .. consumer then
     return {'already', redis.call('HGET', KEYS[6], 'state') or ''}
   end
   return {'lost', ''}
@@ -354,7 +354,8 @@ class ConsumerGroup:
     `settings` gives the lease and retry rules (`lease_seconds`/`max_attempts` alone may be given
     instead, e.g. in tests). `job_of` says which job an entry carries, so that dead letters the
     group decides on itself (past `max_attempts`, deleted entries) record the job's outcome;
-    `on_dead_letter(reason, delivery)` is told of each such dead letter (for metrics).
+    `on_dead_letter(reason, delivery)` is told of each such dead letter, and
+    `on_renewal_failure(error)` of each lease renewal that failed (for metrics).
     """
 
     def __init__(
@@ -371,6 +372,7 @@ class ConsumerGroup:
         service: str = "conveyor",
         job_of: JobOf | None = None,
         on_dead_letter: DeadLetterHook | None = None,
+        on_renewal_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if settings is None:
             given: dict[str, Any] = {"lease_seconds": lease_seconds, "max_attempts": max_attempts}
@@ -392,6 +394,7 @@ class ConsumerGroup:
         self.service = service
         self.job_of = job_of
         self.on_dead_letter = on_dead_letter
+        self.on_renewal_failure = on_renewal_failure
         self.reclaim_interval = settings.reclaim_interval
         self._next_reclaim_at = 0.0
         self._reclaim_cursor = "0-0"
@@ -880,6 +883,8 @@ class Lease:
                 if not is_outage(error):
                     raise
                 log.warning("lease renewal failed; retrying", error=str(error), entries=held)
+                if self.group.on_renewal_failure is not None:
+                    self.group.on_renewal_failure(error)
                 self._next_renewal = time.monotonic() + retry_in
                 retry_in = min(retry_in * 2, max(0.05, settings.renew_interval / 4), 1.0)
                 continue

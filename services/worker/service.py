@@ -95,6 +95,12 @@ class WorkerMetrics:
             "conveyor_bytes_written", "Bytes of products written", ["destination"],
             registry=registry,
         )  # fmt: skip
+        self.renewal_failures = Counter(
+            "conveyor_lease_renewal_failures",
+            "Lease renewals that failed (the queue unavailable) and were retried",
+            ["pool"],
+            registry=registry,
+        )
         self.stopped = Counter(
             "conveyor_jobs_stopped",
             "Jobs stopped here before they finished (lease lapsed or taken over, timeout)",
@@ -150,6 +156,9 @@ class Worker(Stoppable):
             service="worker",
             job_of=job_of_fields,
             on_dead_letter=self._count_dead_letter,
+            on_renewal_failure=lambda _error: self.metrics.renewal_failures.labels(
+                pool=settings.pool
+            ).inc(),
         )
         self.states = JobStates(
             redis,
