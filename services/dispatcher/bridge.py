@@ -16,10 +16,14 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _MOVE_BATCH = """
-if tonumber(ARGV[3]) > 0 and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then
-  return 0
+local count = tonumber(ARGV[1])
+if tonumber(ARGV[3]) > 0 then
+  count = math.min(count, tonumber(ARGV[3]) - redis.call('XLEN', KEYS[2]))
+  if count <= 0 then
+    return 0
+  end
 end
-local items = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+local items = redis.call('LPOP', KEYS[1], count)
 if not items then
   return 0
 end
