@@ -28,6 +28,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "conveyor.json"
 ALERTS = {
     "ConveyorBacklogGrowing",
     "ConveyorDeadLetters",
+    "ConveyorDeadLettersNearCap",
     "ConveyorJobFailureRatioHigh",
     "ConveyorAutoscalerAtMaximum",
     "ConveyorServiceDown",
