@@ -51,17 +51,24 @@ from shared.outages import QUEUE_ERRORS, is_outage
 log = structlog.get_logger(__name__)
 
 _RENEW_IF_OWNED = """
-local renewed = {}
+-- KEYS[1] stream; ARGV: group, consumer, entry ids. Returns {renewed ids, deleted ids}.
+-- An entry deleted from the stream while pending is not claimed (XCLAIM would silently drop it
+-- from the pending list): it is reported, so that its holder records it.
+local renewed, deleted = {}, {}
 for i, entry_id in ipairs(ARGV) do
   if i > 2 then
     local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry_id, entry_id, 1)
     if pending[1] and pending[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry_id, 'JUSTID')
-      table.insert(renewed, entry_id)
+      if #redis.call('XRANGE', KEYS[1], entry_id, entry_id) == 0 then
+        table.insert(deleted, entry_id)
+      else
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry_id, 'JUSTID')
+        table.insert(renewed, entry_id)
+      end
     end
   end
 end
-return renewed
+return {renewed, deleted}
 """
 
 _APPLY_ONCE_THEN_ACK = """
@@ -124,27 +131,42 @@ _SETTLE = (
 -- KEYS: 1 stream, 2 errors, 3 dead, 4 dead index, 5 entry -> job index,
 --       6 job, 7 request, 8 job index, 9 results, 10 request's job list
 -- ARGV: 1 group, 2 consumer, 3 entry id, 4 action, 5 now, 6 job id ('' when none),
---       7 job state, 8 result, 9 retention, 10 results maxlen, 11 and 12 action arguments,
---       13 n (number of job field/value items), 14..13+n job fields, then the dead letter's
---       field/value items.
--- Actions: ack; retry (11 idle ms, 12 error); handback (11 idle ms, 12 delivery count);
---          dead (12 cap); dead_deleted (the entry is gone from the stream and its pending list).
--- Returns {status, detail}: status ok | lost (not this consumer's) | already (done before).
-local stream, group, consumer, entry_id, action = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local job_id = ARGV[6]
-local n = tonumber(ARGV[13])
+--       7 job state, 8 result, 9 retention, 10 results maxlen, 11 dead-letter cap,
+--       12 and 13 action arguments, 14 n (number of job field/value items),
+--       15..14+n job fields, then the dead letter's field/value items.
+-- Actions: ack; retry (12 idle ms, 13 error); handback (12 idle ms, 13 delivery count);
+--          dead; dead_deleted (the entry is gone from the stream and its pending list).
+-- Returns {status, detail[, dropped dead letter]}: status ok | lost (not this consumer's) |
+-- already (done before: a retry of this step after its reply was lost).
+local stream, group, consumer, entry_id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local action, job_id, state = ARGV[4], ARGV[6], ARGV[7]
+local n = tonumber(ARGV[14])
 local fields = {}
-for i = 14, 13 + n do
+for i = 15, 14 + n do
   fields[#fields + 1] = ARGV[i]
+end
+local dead_fields = {}
+for i = 15 + n, #ARGV do
+  dead_fields[#dead_fields + 1] = ARGV[i]
 end
 local job_keys = {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]}
 
-local function record(state)
+local function record(outcome)
   if job_id == '' then
     return ''
   end
-  return record_outcome(job_keys, job_id, state, ARGV[5], ARGV[8], ARGV[9], ARGV[10],
+  return record_outcome(job_keys, job_id, outcome, ARGV[5], ARGV[8], ARGV[9], ARGV[10],
                         entry_id .. ' ' .. consumer, fields)
+end
+
+local holder = owner_of(stream, group, entry_id)
+if (action == 'retry' or action == 'handback') and holder == consumer
+    and #redis.call('XRANGE', stream, entry_id, entry_id) == 0 then
+  -- Deleted while pending (XDEL, XTRIM): XCLAIM would drop it from the pending list without a
+  -- trace, so it is dead-lettered instead (the dead-letter fields given are for this case).
+  action = 'dead_deleted'
+  fields = {'error', 'the entry was deleted from the stream while pending',
+            'dead_reason', 'entry_deleted'}
 end
 
 if action == 'dead' or action == 'dead_deleted' then
@@ -153,11 +175,11 @@ if action == 'dead' or action == 'dead_deleted' then
   if existing then
     return {'already', existing}
   end
-  if action == 'dead' and owner_of(stream, group, entry_id) ~= consumer then
+  if action == 'dead' and holder ~= consumer then
     return {'lost', ''}
   end
   local dropped = ''
-  if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[12]) then
+  if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[11]) then
     local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
     local record_fields = {}
     for i = 1, #oldest[2], 2 do
@@ -168,10 +190,6 @@ if action == 'dead' or action == 'dead_deleted' then
     redis.call('XDEL', KEYS[3], oldest[1])
     dropped = oldest[1]
   end
-  local dead_fields = {}
-  for i = 14 + n, #ARGV do
-    dead_fields[#dead_fields + 1] = ARGV[i]
-  end
   local dead_id = redis.call('XADD', KEYS[3], '*', unpack(dead_fields))
   redis.call('HSET', KEYS[4], index_field, dead_id)
   redis.call('XACK', stream, group, entry_id)
@@ -181,7 +199,7 @@ if action == 'dead' or action == 'dead_deleted' then
   return {'ok', dead_id, dropped}
 end
 
-if owner_of(stream, group, entry_id) ~= consumer then
+if holder ~= consumer then
   if job_id ~= '' and redis.call('HGET', KEYS[6], 'settled_by') == entry_id .. ' ' .. consumer then
     return {'already', redis.call('HGET', KEYS[6], 'state') or ''}
   end
@@ -192,16 +210,16 @@ if action == 'ack' then
   redis.call('XACK', stream, group, entry_id)
   redis.call('HDEL', KEYS[2], entry_id)
   redis.call('HDEL', KEYS[5], entry_id)
-  return {'ok', record(ARGV[7])}
+  return {'ok', record(state)}
 elseif action == 'retry' then
-  redis.call('HSET', KEYS[2], entry_id, ARGV[12])
-  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[11], 'JUSTID')
+  redis.call('HSET', KEYS[2], entry_id, ARGV[13])
+  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[12], 'JUSTID')
   return {'ok', record('failed')}
 elseif action == 'handback' then
   -- The delivery count is set back to what it was before this delivery: the reclaim that
   -- follows counts it again, so a hand-back does not use up an attempt.
-  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[11],
-             'RETRYCOUNT', ARGV[12], 'JUSTID')
+  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[12],
+             'RETRYCOUNT', ARGV[13], 'JUSTID')
   return {'ok', record('queued')}
 end
 return redis.error_reply('unknown action ' .. action)
@@ -544,12 +562,17 @@ class ConsumerGroup:
 
     async def renew(self, entry_ids: Sequence[str]) -> list[str]:
         """Reset the idle time of entries this consumer still owns; returns those renewed."""
+        renewed, _deleted = await self.renew_held(entry_ids)
+        return renewed
+
+    async def renew_held(self, entry_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """`renew`, also saying which held entries were deleted from the stream meanwhile."""
         if not entry_ids:
-            return []
-        renewed = await self._renew(
+            return [], []
+        renewed, deleted = await self._renew(
             keys=[self.stream], args=[self.group, self.consumer, *entry_ids]
         )
-        return [str(entry_id) for entry_id in renewed]
+        return [str(entry_id) for entry_id in renewed], [str(entry_id) for entry_id in deleted]
 
     def hold(self, entry_ids: Iterable[str], claimed_at: float) -> Lease:
         """A lease on entries read at `claimed_at` (monotonic); run `keep()` while working."""
@@ -603,7 +626,7 @@ class ConsumerGroup:
         status, _previous = await self._change(
             delivery.entry_id, "retry", job=job, fields={**(fields or {}), "error": error},
             result=outcome_result(job, error=error) if job else "",
-            first=str(idle_ms), second=error,
+            first=str(idle_ms), second=error, attempt=delivery.attempt,
         )  # fmt: skip
         return status
 
@@ -622,6 +645,7 @@ class ConsumerGroup:
                 delivery.entry_id, "handback", job=job,
                 fields={"handed_back_at": f"{time.time():.3f}"},
                 first=str(self.lease_ms), second=str(max(0, delivery.attempt - 1)),
+                attempt=delivery.attempt,
             )  # fmt: skip
             if status is Settlement.OK:
                 handed.append(delivery.entry_id)
@@ -652,8 +676,7 @@ class ConsumerGroup:
         status, _detail = await self._change(
             delivery.entry_id, "dead", job=job, state="dead",
             fields={**(fields or {}), "error": error, "dead_reason": reason},
-            result=outcome_result(job, error=error) if job else "",
-            second=str(self.settings.dead_letters_max), dead_record=record,
+            result=outcome_result(job, error=error) if job else "", dead_record=record,
         )  # fmt: skip
         if status is Settlement.OK:
             log.warning(
@@ -690,8 +713,7 @@ class ConsumerGroup:
         status, _detail = await self._change(
             entry_id, "dead_deleted", job=job, state="dead",
             fields={"error": error, "dead_reason": "entry_deleted"},
-            result=outcome_result(job, error=error) if job else "",
-            second=str(self.settings.dead_letters_max), dead_record=record,
+            result=outcome_result(job, error=error) if job else "", dead_record=record,
         )  # fmt: skip
         if status is Settlement.OK:
             log.warning(
@@ -731,8 +753,17 @@ class ConsumerGroup:
         first: str = "",
         second: str = "",
         dead_record: Mapping[str, str] | None = None,
+        attempt: int = 0,
     ) -> tuple[Settlement, str]:
         job_fields = _pairs(fields or {}) if job is not None else []
+        if dead_record is None and action in ("retry", "handback"):
+            # Used only if the entry turns out to be deleted from the stream while pending.
+            dead_record = dead_letter_fields(
+                Delivery(self.stream, entry_id, {}, attempt), reason="entry_deleted",
+                error=f"entry {entry_id} was deleted from {self.stream} while pending (XDEL "
+                "or XTRIM); its payload is gone",
+                group=self.group, service=self.service, job_id=job.job_id if job else "",
+            )  # fmt: skip
         reply = await self._settle(
             keys=[
                 self.stream, self.errors_key, self.keys.dead, self.keys.dead_index,
@@ -742,17 +773,25 @@ class ConsumerGroup:
                 self.group, self.consumer, entry_id, action, f"{time.time():.3f}",
                 job.job_id if job else "", state, result or "{}",
                 int(self.settings.record_retention_seconds), self.settings.results_maxlen,
-                first, second, len(job_fields), *job_fields, *_pairs(dead_record or {}),
+                self.settings.dead_letters_max, first, second, len(job_fields), *job_fields,
+                *_pairs(dead_record or {}),
             ],
         )  # fmt: skip
         status = Settlement(str(reply[0]))
         detail = str(reply[1]) if len(reply) > 1 else ""
-        if action.startswith("dead") and len(reply) > 2 and reply[2]:
+        if len(reply) > 2 and reply[2]:
             log.error(
                 "dead-letter cap reached: the oldest dead letter was dropped; replay or purge "
                 "dead letters (conveyor dead list / replay / purge)",
                 dropped=str(reply[2]), cap=self.settings.dead_letters_max,
             )  # fmt: skip
+        if action in ("retry", "handback") and len(reply) > 2:
+            log.warning(
+                "dead-lettered", stream=self.stream, entry_id=entry_id, reason="entry_deleted",
+                job_id=job.job_id if job else None,
+            )  # fmt: skip
+            if self.on_dead_letter is not None:
+                self.on_dead_letter("entry_deleted", None)
         return status, detail
 
     # -- consumers ----------------------------------------------------------------------------
@@ -830,13 +869,16 @@ class Lease:
     renewal that reached it, which cannot be earlier than when that renewal was sent; so when no
     renewal has succeeded by `local_deadline_margin` before that, the holder must stop: `lost`
     is set (reason `lapsed`). It is set too when another consumer holds the entry now (reason
-    `taken_over`). Entries released with `release` are no longer renewed.
+    `taken_over`), or when the entry was deleted from the stream while held (reason `deleted`,
+    the ids in `deleted_ids`: the holder dead-letters them with `dead_letter_deleted`). Entries
+    released with `release` are no longer renewed.
     """
 
     def __init__(self, group: ConsumerGroup, entry_ids: Iterable[str], claimed_at: float) -> None:
         self.group = group
         self.entry_ids = set(entry_ids)
         self.lost_ids: set[str] = set()
+        self.deleted_ids: set[str] = set()
         self.lost = asyncio.Event()
         self.reason = ""
         settings = group.settings
@@ -874,8 +916,8 @@ class Lease:
                 return
             held = sorted(self.entry_ids)
             try:
-                renewed = set(
-                    await asyncio.wait_for(self.group.renew(held), self._valid_until - sent)
+                renewed_ids, deleted = await asyncio.wait_for(
+                    self.group.renew_held(held), self._valid_until - sent
                 )
             except TimeoutError:
                 continue  # the deadline check above ends it
@@ -889,7 +931,12 @@ class Lease:
                 retry_in = min(retry_in * 2, max(0.05, settings.renew_interval / 4), 1.0)
                 continue
             retry_in = 0.05
-            taken = [entry_id for entry_id in held if entry_id not in renewed]
+            renewed = set(renewed_ids)
+            if deleted:
+                self.deleted_ids.update(deleted)
+                self._lose("deleted", deleted)
+                log.warning("entries deleted from the stream while held", entries=deleted)
+            taken = [e for e in held if e not in renewed and e not in self.deleted_ids]
             if taken:
                 self._lose("taken_over", taken)
                 log.warning("lease lost: another consumer holds these entries now", entries=taken)

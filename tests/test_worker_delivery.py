@@ -417,3 +417,53 @@ async def test_workers_that_stop_cleanly_leave_their_group(
             await eventually(joined)
     consumers = await redis_client.xinfo_consumers(keys.jobs("product"), WORKER_GROUP)
     assert consumers == [], [c["name"] for c in consumers]
+
+
+async def test_an_entry_deleted_while_its_job_runs_is_stopped_and_dead_lettered(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    """Renewing a deleted entry would drop it from the pending list without a trace."""
+    keys = Keys(namespace)
+    [job] = await dispatch_request(redis_client, redis_url, namespace, jobs=1)
+    [(entry_id, _fields)] = await redis_client.xrange(keys.jobs("product"))
+    worker_settings = settings(redis_url, namespace, "w", lease_seconds=1.5)
+    async with running_worker(redis_client, worker_settings, hang) as running:
+
+        async def executing() -> bool:
+            return len(running.runner.executions) == 1
+
+        await eventually(executing)
+        await redis_client.xdel(keys.jobs("product"), entry_id)  # an operator's XDEL
+
+        async def dead_lettered() -> bool:
+            return await redis_client.xlen(keys.dead) == 1
+
+        await eventually(dead_lettered)
+        assert running.runner.executions[0].ending == "cancelled"
+    [(_id, dead)] = await redis_client.xrange(keys.dead)
+    assert (dead["reason"], dead["entry_id"], dead["job_id"]) == (
+        "entry_deleted",
+        entry_id,
+        job.job_id,
+    )
+    record = await JobStates(redis_client, keys).get(job.job_id)
+    assert record is not None and record["state"] == "dead"
+    pending = await redis_client.xpending(keys.jobs("product"), WORKER_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_a_failed_entry_deleted_before_its_retry_is_dead_lettered_not_dropped(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    [job] = await dispatch_request(redis_client, redis_url, namespace, jobs=1)
+    group = worker_group(redis_client, namespace, "w", lease_seconds=5)
+    [delivery] = await group.read(1, 10)
+    await redis_client.xdel(group.stream, delivery.entry_id)
+    from shared.jobstate import job_ref
+
+    await group.retry_later(delivery, "disk full", job=job_ref(job))
+    [(_id, dead)] = await redis_client.xrange(keys.dead)
+    assert dead["reason"] == "entry_deleted" and dead["job_id"] == job.job_id
+    record = await JobStates(redis_client, keys).get(job.job_id)
+    assert record is not None and record["state"] == "dead"

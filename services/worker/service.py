@@ -226,6 +226,11 @@ class Worker(Stoppable):
             if stopped.reason == "timeout":
                 bound.warning("job timed out", error=str(stopped))
                 await self._failed(delivery, job, f"timeout: {stopped}", reason="timeout")
+            elif stopped.reason == "deleted":
+                bound.warning("job stopped: its entry was deleted from the stream")
+                await self._recorded(
+                    lambda: self.group.dead_letter_deleted(delivery.entry_id), bound
+                )
             else:
                 bound.warning("job stopped: its lease is not this worker's any more",
                               reason=stopped.reason)  # fmt: skip
