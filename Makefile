@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench system-deps clean stop
+.PHONY: setup demo test chaos lint bench system-deps clean stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup system-deps
 	$(BIN)/python -m pytest
+
+# The delivery guarantees under chaos, full form (2,000 jobs; the short form runs in `make test`).
+chaos: setup
+	PYTHONPATH=. $(BIN)/python scripts/chaos.py
 
 lint: setup
 	$(BIN)/ruff check shared services devtools tests benchmarks
