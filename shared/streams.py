@@ -37,39 +37,14 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from shared import stream_scripts
 from shared.config import ConsumerSettings, consumer_setting_problems
-from shared.jobstate import (
-    OWNER_LUA,
-    RECORD_OUTCOME_LUA,
-    JobRef,
-    outcome_keys,
-    outcome_result,
-)
+from shared.jobstate import JobRef, outcome_keys, outcome_result
 from shared.keys import Keys
+from shared.leases import Lease
 from shared.outages import QUEUE_ERRORS, is_outage
 
 log = structlog.get_logger(__name__)
-
-_RENEW_IF_OWNED = """
--- KEYS[1] stream; ARGV: group, consumer, entry ids. Returns {renewed ids, deleted ids}.
--- An entry deleted from the stream while pending is not claimed (XCLAIM would silently drop it
--- from the pending list): it is reported, so that its holder records it.
-local renewed, deleted = {}, {}
-for i, entry_id in ipairs(ARGV) do
-  if i > 2 then
-    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry_id, entry_id, 1)
-    if pending[1] and pending[1][2] == ARGV[2] then
-      if #redis.call('XRANGE', KEYS[1], entry_id, entry_id) == 0 then
-        table.insert(deleted, entry_id)
-      else
-        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry_id, 'JUSTID')
-        table.insert(renewed, entry_id)
-      end
-    end
-  end
-end
-return {renewed, deleted}
-"""
 
 _APPLY_ONCE_THEN_ACK = """
 -- KEYS[1] source stream, KEYS[2] idempotency key.
@@ -93,192 +68,6 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return applied
 """
 
-
-_ACK_IF_OWNED = """
--- KEYS[1] stream, KEYS[2] errors hash; ARGV: group, consumer, entry ids in ascending order.
--- One XPENDING of this consumer's entries over the ids' range finds those it holds; only when
--- that reply was cut short are the ids it did not reach looked up one by one.
-local wanted = #ARGV - 2
-local limit = wanted * 2
-local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[#ARGV], limit, ARGV[2])
-local owned = {}
-for _, entry in ipairs(held) do
-  owned[entry[1]] = true
-end
-local acked = {}
-for i = 3, #ARGV do
-  local entry_id = ARGV[i]
-  if not owned[entry_id] and #held >= limit then
-    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry_id, entry_id, 1)
-    owned[entry_id] = pending[1] ~= nil and pending[1][2] == ARGV[2]
-  end
-  if owned[entry_id] then
-    acked[#acked + 1] = entry_id
-  end
-end
-if #acked > 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(acked))
-  redis.call('HDEL', KEYS[2], unpack(acked))
-end
-return acked
-"""
-
-_SETTLE = (
-    OWNER_LUA
-    + RECORD_OUTCOME_LUA
-    + """
--- One change of one entry by its owner, with its job's outcome when there is a job.
--- KEYS: 1 stream, 2 errors, 3 dead, 4 dead index, 5 entry -> job index,
---       6 job, 7 request, 8 job index, 9 results, 10 request's job list
--- ARGV: 1 group, 2 consumer, 3 entry id, 4 action, 5 now, 6 job id ('' when none),
---       7 job state, 8 result, 9 retention, 10 results maxlen, 11 dead-letter cap,
---       12 and 13 action arguments, 14 n (number of job field/value items),
---       15..14+n job fields, then the dead letter's field/value items.
--- Actions: ack; retry (12 idle ms, 13 error); handback (12 idle ms, 13 delivery count);
---          dead; dead_deleted (the entry is gone from the stream and its pending list).
--- Returns {status, detail[, dropped dead letter]}: status ok | lost (not this consumer's) |
--- already (done before: a retry of this step after its reply was lost).
-local stream, group, consumer, entry_id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local action, job_id, state = ARGV[4], ARGV[6], ARGV[7]
-local n = tonumber(ARGV[14])
-local fields = {}
-for i = 15, 14 + n do
-  fields[#fields + 1] = ARGV[i]
-end
-local dead_fields = {}
-for i = 15 + n, #ARGV do
-  dead_fields[#dead_fields + 1] = ARGV[i]
-end
-local job_keys = {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]}
-
-local function record(outcome)
-  if job_id == '' then
-    return ''
-  end
-  return record_outcome(job_keys, job_id, outcome, ARGV[5], ARGV[8], ARGV[9], ARGV[10],
-                        entry_id .. ' ' .. consumer, fields)
-end
-
-local holder = owner_of(stream, group, entry_id)
-if (action == 'retry' or action == 'handback') and holder == consumer
-    and #redis.call('XRANGE', stream, entry_id, entry_id) == 0 then
-  -- Deleted while pending (XDEL, XTRIM): XCLAIM would drop it from the pending list without a
-  -- trace, so it is dead-lettered instead (the dead-letter fields given are for this case).
-  action = 'dead_deleted'
-  fields = {'error', 'the entry was deleted from the stream while pending',
-            'dead_reason', 'entry_deleted'}
-end
-
-if action == 'dead' or action == 'dead_deleted' then
-  local index_field = stream .. ' ' .. entry_id
-  local existing = redis.call('HGET', KEYS[4], index_field)
-  if existing then
-    return {'already', existing}
-  end
-  if action == 'dead' and holder ~= consumer then
-    return {'lost', ''}
-  end
-  local dropped = ''
-  if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[11]) then
-    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-    local record_fields = {}
-    for i = 1, #oldest[2], 2 do
-      record_fields[oldest[2][i]] = oldest[2][i + 1]
-    end
-    redis.call('HDEL', KEYS[4], (record_fields['stream'] or '') .. ' ' ..
-               (record_fields['entry_id'] or ''))
-    redis.call('XDEL', KEYS[3], oldest[1])
-    dropped = oldest[1]
-  end
-  local dead_id = redis.call('XADD', KEYS[3], '*', unpack(dead_fields))
-  redis.call('HSET', KEYS[4], index_field, dead_id)
-  redis.call('XACK', stream, group, entry_id)
-  redis.call('HDEL', KEYS[2], entry_id)
-  redis.call('HDEL', KEYS[5], entry_id)
-  record('dead')
-  return {'ok', dead_id, dropped}
-end
-
-if holder ~= consumer then
-  if job_id ~= '' and redis.call('HGET', KEYS[6], 'settled_by') == entry_id .. ' ' .. consumer then
-    return {'already', redis.call('HGET', KEYS[6], 'state') or ''}
-  end
-  return {'lost', ''}
-end
-
-if action == 'ack' then
-  redis.call('XACK', stream, group, entry_id)
-  redis.call('HDEL', KEYS[2], entry_id)
-  redis.call('HDEL', KEYS[5], entry_id)
-  return {'ok', record(state)}
-elseif action == 'retry' then
-  redis.call('HSET', KEYS[2], entry_id, ARGV[13])
-  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[12], 'JUSTID')
-  return {'ok', record('failed')}
-elseif action == 'handback' then
-  -- The delivery count is set back to what it was before this delivery: the reclaim that
-  -- follows counts it again, so a hand-back does not use up an attempt.
-  redis.call('XCLAIM', stream, group, consumer, 0, entry_id, 'IDLE', ARGV[12],
-             'RETRYCOUNT', ARGV[13], 'JUSTID')
-  return {'ok', record('queued')}
-end
-return redis.error_reply('unknown action ' .. action)
-"""
-)
-
-_RECLAIM = """
--- KEYS[1] stream; ARGV: group, consumer, min idle ms, cursor, count, most entries to look at.
--- XAUTOCLAIM from the cursor until `count` are claimed, the pending list has been walked to its
--- end, or enough entries were looked at; then each claimed entry's delivery count.
--- Returns {next cursor, {{id, fields, deliveries}...}, {deleted ids...}}.
-local cursor = ARGV[4]
-local count = tonumber(ARGV[5])
-local budget = tonumber(ARGV[6])
-local claimed, deleted = {}, {}
-repeat
-  local want = count - #claimed
-  local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor,
-                           'COUNT', want)
-  cursor = reply[1]
-  for _, entry in ipairs(reply[2]) do
-    claimed[#claimed + 1] = entry
-  end
-  for _, entry_id in ipairs(reply[3] or {}) do
-    deleted[#deleted + 1] = entry_id
-  end
-  budget = budget - want * 10
-until #claimed >= count or cursor == '0-0' or budget <= 0
-for _, entry in ipairs(claimed) do
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
-  entry[3] = pending[1] and pending[1][4] or 1
-end
-return {cursor, claimed, deleted}
-"""
-
-_LEAVE_IF_EMPTY = """
--- KEYS[1] stream; ARGV: group, consumer, least idle ms (0: any). Deletes the consumer when it
--- holds no pending entry (and has been idle that long); returns 1 when deleted.
-local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if #held > 0 then
-  return 0
-end
-if tonumber(ARGV[3]) > 0 then
-  local idle = nil
-  for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-    local name, consumer_idle = nil, nil
-    for i = 1, #info, 2 do
-      if info[i] == 'name' then name = info[i + 1] end
-      if info[i] == 'idle' then consumer_idle = info[i + 1] end
-    end
-    if name == ARGV[2] then idle = consumer_idle end
-  end
-  if idle == nil or idle < tonumber(ARGV[3]) then
-    return 0
-  end
-end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 
 # How many pending entries one reclaim looks at, at most (a Lua loop of cheap XAUTOCLAIMs).
 RECLAIM_SCAN_BUDGET = 20_000
@@ -416,11 +205,11 @@ class ConsumerGroup:
         self.reclaim_interval = settings.reclaim_interval
         self._next_reclaim_at = 0.0
         self._reclaim_cursor = "0-0"
-        self._renew = redis.register_script(_RENEW_IF_OWNED)
-        self._ack = redis.register_script(_ACK_IF_OWNED)
-        self._settle = redis.register_script(_SETTLE)
-        self._reclaim = redis.register_script(_RECLAIM)
-        self._leave = redis.register_script(_LEAVE_IF_EMPTY)
+        self._renew = redis.register_script(stream_scripts.RENEW_IF_OWNED)
+        self._ack = redis.register_script(stream_scripts.ACK_IF_OWNED)
+        self._settle = redis.register_script(stream_scripts.SETTLE)
+        self._reclaim = redis.register_script(stream_scripts.RECLAIM)
+        self._leave = redis.register_script(stream_scripts.LEAVE_IF_EMPTY)
         self._apply_once = redis.register_script(_APPLY_ONCE_THEN_ACK)
 
     @property
@@ -859,91 +648,6 @@ class ConsumerGroup:
 
     async def stats(self) -> GroupStats:
         return await group_stats(self.redis, self.stream, self.group)
-
-
-class Lease:
-    """Keeps entries' leases renewed while their holder works on them.
-
-    Renewals run every `renew_interval`; one that fails (an outage) is retried at once and then
-    every fraction of a second. The lease on the server lapses `lease_seconds` after the last
-    renewal that reached it, which cannot be earlier than when that renewal was sent; so when no
-    renewal has succeeded by `local_deadline_margin` before that, the holder must stop: `lost`
-    is set (reason `lapsed`). It is set too when another consumer holds the entry now (reason
-    `taken_over`), or when the entry was deleted from the stream while held (reason `deleted`,
-    the ids in `deleted_ids`: the holder dead-letters them with `dead_letter_deleted`). Entries
-    released with `release` are no longer renewed.
-    """
-
-    def __init__(self, group: ConsumerGroup, entry_ids: Iterable[str], claimed_at: float) -> None:
-        self.group = group
-        self.entry_ids = set(entry_ids)
-        self.lost_ids: set[str] = set()
-        self.deleted_ids: set[str] = set()
-        self.lost = asyncio.Event()
-        self.reason = ""
-        settings = group.settings
-        self._valid_until = claimed_at + settings.lease_seconds - settings.local_deadline_margin
-        self._next_renewal = claimed_at + settings.renew_interval
-
-    def release(self, entry_id: str) -> None:
-        self.entry_ids.discard(entry_id)
-
-    @property
-    def valid_for(self) -> float:
-        """Seconds until the holder must have stopped, unless a renewal succeeds."""
-        return self._valid_until - time.monotonic()
-
-    def _lose(self, reason: str, entry_ids: Iterable[str]) -> None:
-        self.reason = reason
-        self.lost_ids.update(entry_ids)
-        self.entry_ids.difference_update(entry_ids)
-        self.lost.set()
-
-    async def keep(self) -> None:
-        settings = self.group.settings
-        retry_in = 0.05
-        while self.entry_ids:
-            await asyncio.sleep(
-                max(0.0, min(self._next_renewal, self._valid_until) - time.monotonic())
-            )
-            sent = time.monotonic()
-            if sent >= self._valid_until:
-                self._lose("lapsed", list(self.entry_ids))
-                log.error(
-                    "lease could not be renewed before it lapsed: stopping the work here rather "
-                    "than racing the consumer that reclaims it", entries=sorted(self.lost_ids),
-                )  # fmt: skip
-                return
-            held = sorted(self.entry_ids)
-            try:
-                renewed_ids, deleted = await asyncio.wait_for(
-                    self.group.renew_held(held), self._valid_until - sent
-                )
-            except TimeoutError:
-                continue  # the deadline check above ends it
-            except QUEUE_ERRORS as error:
-                if not is_outage(error):
-                    raise
-                log.warning("lease renewal failed; retrying", error=str(error), entries=held)
-                if self.group.on_renewal_failure is not None:
-                    self.group.on_renewal_failure(error)
-                self._next_renewal = time.monotonic() + retry_in
-                retry_in = min(retry_in * 2, max(0.05, settings.renew_interval / 4), 1.0)
-                continue
-            retry_in = 0.05
-            renewed = set(renewed_ids)
-            if deleted:
-                self.deleted_ids.update(deleted)
-                self._lose("deleted", deleted)
-                log.warning("entries deleted from the stream while held", entries=deleted)
-            taken = [e for e in held if e not in renewed and e not in self.deleted_ids]
-            if taken:
-                self._lose("taken_over", taken)
-                log.warning("lease lost: another consumer holds these entries now", entries=taken)
-                if not self.entry_ids:
-                    return
-            self._valid_until = sent + settings.lease_seconds - settings.local_deadline_margin
-            self._next_renewal = sent + settings.renew_interval
 
 
 def dead_letter_fields(

@@ -1,6 +1,6 @@
 """The worker: claim jobs from a pool stream, run them, acknowledge; survive anything.
 
-Each running job holds a lease on its entry (`shared.streams.Lease`), renewed in the background,
+Each running job holds a lease on its entry (`shared.leases.Lease`), renewed in the background,
 so a long job is never taken over while its worker lives; a job whose worker died is reclaimed
 once its lease lapses. The job is stopped here, before anyone else can take it, when:
 

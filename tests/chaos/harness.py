@@ -290,12 +290,28 @@ class ChaosRun:
         fault.ended = time.time()
         self.faults.append(fault)
 
+    async def kill_a_worker_then_delete_an_entry_it_held(self, rng: random.Random) -> None:
+        working = self.fleet.working("worker") or self.fleet.live("worker")
+        victim = rng.choice(working)
+        fault = Fault(f"SIGKILL {victim.name} (then XDEL)", time.time())
+        self.fleet.kill(victim)
+        self.fleet.start("worker")
+        fault.ended = time.time()
+        self.faults.append(fault)
+        await self.delete_a_pending_entry(rng)
+
     async def delete_a_pending_entry(self, rng: random.Random) -> None:
         stream = self.keys.jobs("product")
 
+        killed = {p.name for p in self.fleet.procs if p.killed_at is not None}
+
         async def pick() -> str | None:
-            pending = await self.redis.xpending_range(stream, WORKER_GROUP, "-", "+", 50)
-            return str(rng.choice(pending)["message_id"]) if pending else None
+            # Preferably an orphan (held by a killed worker): then nobody finishes its job, and
+            # the deletion has to be found while reclaiming.
+            pending = await self.redis.xpending_range(stream, WORKER_GROUP, "-", "+", 200)
+            orphans = [p for p in pending if p["consumer"] in killed]
+            chosen = orphans or pending
+            return str(rng.choice(chosen)["message_id"]) if chosen else None
 
         deadline = time.monotonic() + 60
         while (entry_id := await through_outages(pick)) is None:
@@ -344,7 +360,7 @@ class ChaosRun:
         sequence: list[Callable[[], Awaitable[None]]] = [
             lambda: self.kill_a_dispatcher(rng),
             lambda: self.drain_a_worker(rng),
-            lambda: self.delete_a_pending_entry(rng),
+            lambda: self.kill_a_worker_then_delete_an_entry_it_held(rng),
             self.kill_the_server,
             self.fail_over_and_back,
             self.outage,
