@@ -315,7 +315,7 @@ async def test_the_worker_rides_out_a_failover_and_a_busy_server(
             # A script running long makes the server answer BUSY to everyone else, here to the
             # lease renewals of a job that runs meanwhile.
             await dispatch_request(admin, restartable_valkey.url, namespace, 2, jobs=1)
-            await eventually(lambda: _running(running.runner, "tests/2"))
+            await eventually(lambda: _running(running.runner))
             await admin.config_set("busy-reply-threshold", 100)
             busy = asyncio.create_task(admin.eval("while true do end", 0))
             await eventually(lambda: _logged_busy(running.worker))
@@ -334,7 +334,7 @@ async def test_the_worker_rides_out_a_failover_and_a_busy_server(
         replica.stop()
 
 
-async def _running(runner: ScriptedRunner, prefix: str) -> bool:
+async def _running(runner: ScriptedRunner) -> bool:
     return any(e.ended is None for e in runner.executions)
 
 
