@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import stream_scripts
 from shared.jobstate import JobStates, job_ref
 from shared.keys import Keys
 from shared.redis_connection import connect
@@ -244,6 +245,8 @@ async def test_a_step_retried_after_its_reply_was_lost_writes_once(
     try:
         worker = worker_group(faulty, namespace, "w", lease_seconds=5)
         states = JobStates(redis_client, keys)
+        # Loaded first: the reply lost must be the step's own, not a NOSCRIPT before it.
+        await redis_client.script_load(stream_scripts.SETTLE)
         first, second = await worker.read(2, 10)
         job_of = {job.job_id: job for job in jobs}
         dead_job = job_of[worker.job_of(first.fields).job_id]  # type: ignore[union-attr]
