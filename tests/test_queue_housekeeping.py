@@ -182,7 +182,7 @@ async def test_status_shows_live_consumers_only_and_the_server_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     keys = Keys(namespace)
-    await dispatch_request(redis_client, redis_url, namespace, jobs=1)
+    # No job: the worker here only has to be alive (it has no datacube index to run one with).
     await worker_group(redis_client, namespace, "probe").ensure()
     for name in ("stale-1", "stale-2"):
         await redis_client.xgroup_createconsumer(keys.jobs("product"), WORKER_GROUP, name)

@@ -571,11 +571,31 @@ async def audit(run: ChaosRun) -> ChaosReport:
         Check("entries left pending, items left in the legacy lists", "0",
               f"{pending} + {legacy}", pending + legacy == 0),
     ]  # fmt: skip
+    kinds = fault_kinds(run.faults)
+    checks.append(
+        Check("kinds of fault injected", f"all {len(FAULT_KINDS)}",
+              f"{len(kinds)} ({', '.join(sorted(kinds))})", kinds == set(FAULT_KINDS))
+    )  # fmt: skip
     for name, seconds in recovery:
         checks.append(Check(f"recovery after {name}", "printed", seconds, None))
     outcome_text = ", ".join(f"{state} {count}" for state, count in sorted(outcomes.items()))
     details.insert(0, f"job outcomes: {outcome_text}; dead letters: {len(dead_letters)}")
     return ChaosReport(run.plan, checks, run.faults, details, jobs=jobs_total)
+
+
+FAULT_KINDS = {
+    "SIGKILL worker": "a worker SIGKILLed",
+    "SIGKILL dispatcher": "a dispatcher SIGKILLed",
+    "SIGTERM": "a worker drained",
+    "XDEL": "a pending entry deleted",
+    "kill -9": "the server killed",
+    "failover": "a failover",
+    "server down": "an outage",
+}
+
+
+def fault_kinds(faults: list[Fault]) -> set[str]:
+    return {kind for fault in faults for kind in FAULT_KINDS if fault.name.startswith(kind)}
 
 
 def planned_jobs(request: ProductRequest | Any) -> dict[str, str]:
