@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench fuzz validate system-deps clean stop
+.PHONY: setup demo test chaos fuzz validate lint bench system-deps clean stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ validate: setup
 
 test: setup system-deps
 	$(BIN)/python -m pytest
+
+# The delivery guarantees under chaos, full form (2,000 jobs; the short form runs in `make test`).
+chaos: setup
+	PYTHONPATH=. $(BIN)/python scripts/chaos.py
 
 lint: setup
 	$(BIN)/ruff check shared services devtools tests benchmarks

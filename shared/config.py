@@ -9,10 +9,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.acl import read_password_file
@@ -129,17 +136,146 @@ def scrub_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class DispatcherSettings(QueueSettings, RequestLimits, DestinationSettings):
-    """`python -m services.dispatcher`; the limits and allow-lists of `RequestLimits` and
-    `DestinationSettings` too."""
+class ConsumerSettings(QueueSettings):
+    """How a consumer of a stream holds its entries: the one place for leases and retries.
+
+    The consumer group (`shared.streams.ConsumerGroup`) owns the lease, its renewal, reclaiming
+    and the dead-letter rule; these settings say how long and how often. Derived values
+    (renewal and reclaim intervals, retry backoff) scale with the lease unless given, and a
+    combination that cannot be honoured is refused when the settings are built, saying why.
+    """
 
     consumer_name: str | None = Field(
         default=None, description="Defaults to hostname-pid, unique per process."
     )
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    block_ms: int = Field(default=2000, ge=1)
-    lease_seconds: float = Field(default=60.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
+    lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="An entry idle this long (its holder stopped renewing) is taken over.",
+    )
+    renew_interval_seconds: float | None = Field(
+        default=None, gt=0, description="How often a holder renews; default a third of the lease."
+    )
+    reclaim_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How often a reader looks for entries whose lease lapsed; default a quarter "
+        "of the lease, at most 5 s.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Deliveries before an entry is dead-lettered."
+    )
+    retry_backoff_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="First retry delay, doubled each attempt; default min(5 s, lease / 4).",
+    )
+    retry_backoff_max_seconds: float | None = Field(
+        default=None, ge=0, description="Longest retry delay; default half the lease."
+    )
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Entries per read.")
+    block_ms: int = Field(
+        default=2000,
+        ge=1,
+        description="How long a read waits for entries at most (never past the next reclaim).",
+    )
+    consumer_idle_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A consumer not seen for this long, holding nothing, is removed from its "
+        "group by housekeeping.",
+    )
+    record_retention_seconds: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="How long finished job and request records are kept.",
+    )
+    dead_letters_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Cap of the dead-letter stream; past it the oldest is dropped (the "
+        "ConveyorDeadLettersNearCap alert fires well before).",
+    )
+    results_maxlen: int = Field(
+        default=100_000, ge=1, description="Approximate cap of the results stream."
+    )
+
+    @property
+    def renew_interval(self) -> float:
+        return self.renew_interval_seconds or self.lease_seconds / 3
+
+    @property
+    def reclaim_interval(self) -> float:
+        if self.reclaim_interval_seconds is not None:
+            return self.reclaim_interval_seconds
+        return min(self.lease_seconds / 4, 5.0)
+
+    @property
+    def retry_backoff(self) -> float:
+        if self.retry_backoff_seconds is not None:
+            return self.retry_backoff_seconds
+        return min(5.0, self.lease_seconds / 4)
+
+    @property
+    def retry_backoff_max(self) -> float:
+        if self.retry_backoff_max_seconds is not None:
+            return self.retry_backoff_max_seconds
+        return max(self.retry_backoff, self.lease_seconds / 2)
+
+    def backoff_for(self, attempt: int) -> float:
+        """Delay before retrying after failed attempt number `attempt` (from 1)."""
+        return min(self.retry_backoff * 2 ** max(0, attempt - 1), self.retry_backoff_max)
+
+    @property
+    def local_deadline_margin(self) -> float:
+        """A holder that could not renew stops this long before its lease lapses on the server."""
+        return self.lease_seconds / 6
+
+    @model_validator(mode="after")
+    def _honourable(self) -> Self:
+        problems = consumer_setting_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def consumer_setting_problems(settings: ConsumerSettings) -> list[str]:
+    """Why these lease, renewal, reclaim and backoff values cannot be honoured (empty: fine)."""
+    lease = settings.lease_seconds
+    problems = []
+    if settings.renew_interval > lease / 3:
+        problems.append(
+            f"CONVEYOR_RENEW_INTERVAL_SECONDS ({settings.renew_interval:g}) must be at most a "
+            f"third of CONVEYOR_LEASE_SECONDS ({lease:g}), so that a renewal can fail twice "
+            "before the lease lapses"
+        )
+    if settings.reclaim_interval > lease:
+        problems.append(
+            f"CONVEYOR_RECLAIM_INTERVAL_SECONDS ({settings.reclaim_interval:g}) must not exceed "
+            f"CONVEYOR_LEASE_SECONDS ({lease:g}): an orphan would wait more than two leases"
+        )
+    for name, value in (
+        ("CONVEYOR_RETRY_BACKOFF_SECONDS", settings.retry_backoff),
+        ("CONVEYOR_RETRY_BACKOFF_MAX_SECONDS", settings.retry_backoff_max),
+    ):
+        if value > lease:
+            problems.append(
+                f"{name} ({value:g}) is longer than CONVEYOR_LEASE_SECONDS ({lease:g}): a failed "
+                "entry waits for its retry by its idle time, which reaches the lease first; "
+                "lower the backoff or raise the lease"
+            )
+    if settings.retry_backoff_max < settings.retry_backoff:
+        problems.append(
+            f"CONVEYOR_RETRY_BACKOFF_MAX_SECONDS ({settings.retry_backoff_max:g}) is shorter "
+            f"than CONVEYOR_RETRY_BACKOFF_SECONDS ({settings.retry_backoff:g})"
+        )
+    return problems
+
+
+class DispatcherSettings(ConsumerSettings, RequestLimits, DestinationSettings):
+    """`python -m services.dispatcher`; the limits and allow-lists of `RequestLimits` and
+    `DestinationSettings` too."""
+
     tile_size: float | None = Field(
         default=None,
         gt=0,

@@ -52,5 +52,16 @@ class Keys:
         """Hash entry id -> last error of entries that failed and wait for a retry."""
         return f"{stream}:errors"
 
+    def entry_jobs(self, stream: str) -> str:
+        """Hash entry id -> job id of entries being worked on, so that an entry deleted while
+        pending can still be recorded against its job."""
+        return f"{stream}:entries"
+
+    @property
+    def dead_index(self) -> str:
+        """Hash "<stream> <entry id>" -> dead-letter id: one dead letter per entry, however often
+        the step that writes it is retried."""
+        return f"{self.namespace}:dead:index"
+
     def leader(self, role: str) -> str:
         return f"{self.namespace}:{role}:leader"

@@ -150,12 +150,17 @@ EXPORTED_METRICS: dict[str, str] = {
     "conveyor_stream_length": "gauge",
     "conveyor_stream_lag": "gauge",
     "conveyor_stream_pending": "gauge",
+    "conveyor_dead_letters_stored": "gauge",
+    "conveyor_dead_letters_cap": "gauge",
+    "conveyor_consumers_removed_total": "counter",
     # worker
     "conveyor_jobs_total": "counter",
     "conveyor_stage_duration_seconds": "histogram",
     "conveyor_jobs_in_flight": "gauge",
     "conveyor_job_retries_total": "counter",
     "conveyor_bytes_written_total": "counter",
+    "conveyor_jobs_stopped_total": "counter",
+    "conveyor_lease_renewal_failures_total": "counter",
     # autoscaler
     "conveyor_autoscaler_observed_lag": "gauge",
     "conveyor_autoscaler_observed_pending": "gauge",

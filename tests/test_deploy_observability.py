@@ -28,11 +28,11 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "conveyor.json"
 ALERTS = {
     "ConveyorBacklogGrowing",
     "ConveyorDeadLetters",
+    "ConveyorDeadLettersNearCap",
     "ConveyorJobFailureRatioHigh",
     "ConveyorAutoscalerAtMaximum",
     "ConveyorServiceDown",
     "ConveyorRedisMemoryHigh",
-    "ConveyorDeadLettersNearCap",
 }
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +69,15 @@ def archive(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Arch
 def worker_env(
     redis_url: str, namespace: str, archive: ArchiveFixture, output: str, **extra: str
 ) -> dict[str, str]:
+    defaults = {"CONVEYOR_RETRY_BACKOFF_SECONDS": "0.2"}
     return service_env(
         redis_url,
         namespace,
         CONVEYOR_BLOCK_MS="100",
         CONVEYOR_OUTPUT_URL=output,
         CONVEYOR_DASK_THREADS="1",
-        CONVEYOR_RETRY_BACKOFF_SECONDS="0.2",
         **archive.environment,
-        **extra,
+        **(defaults | extra),
     )
 
 
@@ -278,7 +280,25 @@ async def test_a_job_that_keeps_failing_is_retried_then_dead_lettered_with_its_e
     assert worker.process.poll() is None, "the worker keeps serving"
 
 
-async def test_a_worker_killed_mid_job_is_replaced_and_the_product_committed_once(
+def kill_inside_the_write(output: Path, service: ServiceProcess, timeout: float) -> str:
+    """SIGKILL `service` while it writes a product: as soon as a file is half-written (a
+    `.partial` exists), else once a band is in place and the metadata is not. Says which."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise AssertionError(f"the worker exited early:\n{service.output[-3000:]}")
+        names = [name for _root, _dirs, files in os.walk(output) for name in files]
+        if any(name.endswith(".partial") for name in names):
+            service.kill()
+            return "partial"
+        if any(name.endswith(".tif") for name in names):
+            service.kill()
+            return "band"
+        time.sleep(0.001)
+    raise AssertionError(f"the worker did not start writing within {timeout}s")
+
+
+async def test_a_worker_killed_inside_the_write_is_replaced_and_the_product_committed_once(
     redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
     tmp_path: Path, services: dict[str, ServiceProcess],
 ) -> None:  # fmt: skip
@@ -288,12 +308,9 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_product_committed_onc
     start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
     doomed = start(services, "doomed", "services.worker", env, tmp_path / "w1.log")
     await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
-
-    async def running() -> bool:
-        return {job.get("state") for job in await job_records(redis_client, keys)} == {"running"}
-
-    await wait_until(running, timeout=120, interval=0.02)
-    doomed.kill()
+    where = await asyncio.to_thread(kill_inside_the_write, output, doomed, 240)
+    assert not list(output.rglob("*.odc-metadata.yaml")), "killed after the commit, not inside"
+    left_by_the_kill = list(output.rglob(".*.partial"))
     start(services, "replacement", "services.worker", env, tmp_path / "w2.log")
 
     async def finished() -> bool:
@@ -301,14 +318,105 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_product_committed_onc
 
     await wait_until(finished, timeout=240)
     [job] = await job_records(redis_client, keys)
-    assert job["state"] in ("done", "skipped") and job["attempts"] == "2"
-    done_events = [
-        r for r in await request_results(redis_client, keys)
-        if r["type"] == "job" and r["state"] == "done"
-    ]  # fmt: skip
-    assert len(done_events) <= 1
-    assert len(list(output.rglob("*.odc-metadata.yaml"))) == 1
-    assert not list(output.rglob(".*.partial")) or job["state"] == "done"
+    assert (job["state"], job["attempts"]) == ("done", "2"), job
+    job_events = [r for r in await request_results(redis_client, keys) if r["type"] == "job"]
+    assert [event["state"] for event in job_events] == ["done"], "committed and counted once"
+    [metadata] = output.rglob("*.odc-metadata.yaml")
+    document = yaml.safe_load(metadata.read_text())
+    for band in document["measurements"].values():
+        assert (metadata.parent / band["path"]).exists(), band
+    leftovers = list(output.rglob(".*.partial"))
+    assert not leftovers, (
+        f"killed at a {where}; left: {leftovers} (at the kill: {left_by_the_kill})"
+    )
+
+
+async def test_a_rerun_removes_the_temporary_file_a_killed_writer_left(tmp_path: Path) -> None:
+    from services.worker.outputs.destination import LocalDestination
+
+    target = tmp_path / "product" / "band.tif"
+    target.parent.mkdir(parents=True)
+    leftover = target.parent / ".band.tif.0123abcd.partial"  # what a SIGKILL mid-write leaves
+    leftover.write_bytes(b"half a file")
+    other = target.parent / ".other.tif.0123abcd.partial"
+    other.write_bytes(b"another file's")
+    async with LocalDestination(tmp_path) as destination:
+        await destination.put("product/band.tif", b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not leftover.exists() and other.exists()
+
+
+async def test_a_drained_workers_job_is_taken_by_another_worker_at_once(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    """SIGTERM with no time to finish: the job is handed back, and another worker takes it with
+    no lease to wait out (600 s here) and on the same attempt."""
+    keys = Keys(namespace)
+    env = worker_env(
+        redis_url, namespace, archive, str(tmp_path / "out"), CONVEYOR_LEASE_SECONDS="600",
+        CONVEYOR_DRAIN_SECONDS="0", CONVEYOR_RECLAIM_INTERVAL_SECONDS="0.5",
+    )  # fmt: skip
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    draining = start(
+        services, "draining", "services.worker", env, tmp_path / "w1.log", "--consumer", "draining"
+    )
+    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+
+    async def running() -> bool:
+        return {job.get("worker") for job in await job_records(redis_client, keys)} == {"draining"}
+
+    await wait_until(running, timeout=120, interval=0.02)
+    taking = start(
+        services, "taking", "services.worker", env, tmp_path / "w2.log", "--consumer", "taking"
+    )
+    await wait_ready(taking)
+    assert draining.terminate(timeout=120) == 0
+    assert "handed back unfinished jobs" in draining.output
+
+    async def finished() -> bool:
+        return await finished_requests(redis_client, keys) == 1
+
+    await wait_until(finished, timeout=240)
+    [job] = await job_records(redis_client, keys)
+    assert (job["state"], job["worker"], job["attempts"]) == ("done", "taking", "1")
+    ended = [json.loads(line) for line in draining.output.splitlines() if "execution ended" in line]
+    assert [event["ending"] for event in ended] == ["stopped"]
+
+
+async def test_a_failing_job_is_retried_after_a_doubling_backoff(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    tmp_path: Path, services: dict[str, ServiceProcess],
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    env = worker_env(
+        redis_url, namespace, archive, "s3://eo-products/x", AWS_S3_ENDPOINT_URL=unreachable,
+        CONVEYOR_MAX_ATTEMPTS="3", CONVEYOR_S3_MAX_ATTEMPTS="1", CONVEYOR_LEASE_SECONDS="20",
+        CONVEYOR_RETRY_BACKOFF_SECONDS="2", CONVEYOR_RECLAIM_INTERVAL_SECONDS="0.2", **S3_ENV,
+    )  # fmt: skip
+    start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
+    worker = start(services, "worker", "services.worker", env, tmp_path / "w.log")
+    await redis_client.rpush("jobProduct", item("ndvi"))
+
+    async def dead_lettered() -> bool:
+        return await redis_client.xlen(keys.dead) == 1
+
+    await wait_until(dead_lettered, timeout=240)
+    events = [json.loads(line) for line in worker.output.splitlines() if line.startswith("{")]
+
+    def times(name: str) -> list[float]:
+        return [
+            datetime.fromisoformat(event["timestamp"]).timestamp()
+            for event in events
+            if event["event"] == name
+        ]
+
+    starts, failures = times("job execution started"), times("job failed")
+    assert len(starts) == 3 and len(failures) == 3
+    waits = [starts[n + 1] - failures[n] for n in range(2)]
+    # retry_backoff_seconds x 2^(attempt-1): at least 2 s, then at least 4 s.
+    assert waits[0] >= 2.0 and waits[1] >= 4.0, waits
 
 
 async def test_sigterm_lets_the_running_job_finish_then_exits_zero(
@@ -375,18 +483,29 @@ async def test_every_metric_a_rule_or_panel_queries_is_exported_by_the_live_serv
     await wait_until(finished, timeout=240)
     for service in (dispatcher, worker, autoscaler):
         await wait_ready(service)
-    await asyncio.sleep(6)  # a housekeeping round of gauges and a few autoscaler polls
-    pages = {}
-    for name, service in (
-        ("dispatcher", dispatcher),
-        ("worker", worker),
-        ("autoscaler", autoscaler),
-    ):
-        url = f"http://127.0.0.1:{service.metrics_port}/metrics"
-        pages[name] = urllib.request.urlopen(url, timeout=5).read().decode()
-    exported = set().union(*(exposed_metric_names(page) for page in pages.values()))
-    missing = sorted(set(metric_names_used()) - exported)
-    assert not missing, f"queried by rules or dashboards but not exported: {missing}"
+    pages: dict[str, str] = {}
+    wanted = set(metric_names_used())
+
+    async def every_used_metric_exported() -> bool:
+        # Gauges appear after a housekeeping round and a few autoscaler polls.
+        for name, service in (
+            ("dispatcher", dispatcher),
+            ("worker", worker),
+            ("autoscaler", autoscaler),
+        ):
+            url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+            pages[name] = urllib.request.urlopen(url, timeout=5).read().decode()
+        exported = set().union(*(exposed_metric_names(page) for page in pages.values()))
+        return wanted <= exported
+
+    try:
+        await wait_until(every_used_metric_exported, timeout=60, interval=0.5)
+    except AssertionError:
+        exported = set().union(*(exposed_metric_names(page) for page in pages.values()))
+        missing = sorted(wanted - exported)
+        raise AssertionError(
+            f"queried by rules or dashboards but not exported: {missing}"
+        ) from None
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run scripts/system-deps.sh"

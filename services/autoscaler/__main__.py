@@ -6,24 +6,15 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
 from services.autoscaler.settings import AutoscalerSettings
 from shared.logging import configure_logging
-
-console = Console(stderr=True)
+from shared.service import settings_or_exit
 
 
 def settings_from(**overrides: Any) -> AutoscalerSettings:
     """The environment's settings with the given overrides; invalid ones end the command."""
-    try:
-        return AutoscalerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as error:
-        for problem in error.errors():
-            where = ".".join(str(part) for part in problem["loc"]) or "settings"
-            console.print(f"[red]invalid setting[/] {where}: {problem['msg']}")
-        raise typer.Exit(2) from None
+    return settings_or_exit(AutoscalerSettings, **overrides)
 
 
 def main(

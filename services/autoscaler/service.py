@@ -9,10 +9,7 @@ and retried at the next poll; nothing in the loop ends the service but SIGTERM/S
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,16 +27,18 @@ from services.autoscaler.policy import Decision, History, decide
 from services.autoscaler.settings import AutoscalerSettings
 from shared.errors import ConveyorError
 from shared.keys import Keys
-from shared.metrics import serve_metrics
-from shared.redis_connection import TRANSIENT_ERRORS
+from shared.outages import QUEUE_ERRORS
+from shared.service import (
+    Stoppable,
+    default_consumer_name,
+    install_stop_handlers,
+    metrics_served,
+)
 
 log = structlog.get_logger(__name__)
 
-_QUEUE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, RedisError)
-
-
-def default_instance_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+_QUEUE_ERRORS: tuple[type[BaseException], ...] = (*QUEUE_ERRORS, RedisError)
+default_instance_id = default_consumer_name
 
 
 async def build_backend(settings: AutoscalerSettings, redis_url: str) -> ScaleBackend:
@@ -78,7 +77,7 @@ async def build_backend(settings: AutoscalerSettings, redis_url: str) -> ScaleBa
     return DryRunBackend(settings.dry_run_replicas)
 
 
-class Autoscaler:
+class Autoscaler(Stoppable):
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -88,6 +87,7 @@ class Autoscaler:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.redis = redis
         self.settings = settings
         self.backend = backend
@@ -101,7 +101,6 @@ class Autoscaler:
         self.policies = {pool: settings.policy_for(pool) for pool in settings.pools}
         self.histories: dict[str, History] = {}
         self.leading = False
-        self.stopping = asyncio.Event()
         self.log = log.bind(instance=self.instance_id, namespace=settings.namespace)
 
     async def poll(self) -> dict[str, Decision]:
@@ -165,47 +164,33 @@ class Autoscaler:
                 self.histories[pool] = replace(decision.history, last_change=history.last_change)
         return decision
 
-    def stop(self) -> None:
-        self.stopping.set()
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stopping.wait(), max(0.0, seconds))
-        except TimeoutError:
-            pass
-
     async def run(self, *, serve_http: bool = True) -> None:
-        runner = None
-        if serve_http:
-            runner = await serve_metrics(
-                self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port
-            )
-        self.log.info("autoscaler started", backend=self.settings.backend,
-                      pools=self.settings.pools,
-                      poll_interval_seconds=self.settings.poll_interval_seconds)  # fmt: skip
-        try:
-            while not self.stopping.is_set():
-                started = time.monotonic()
-                await self.poll()
-                elapsed = time.monotonic() - started
-                await self._sleep(self.settings.poll_interval_seconds - elapsed)
-        finally:
-            if self.lease.held:
-                try:
-                    await self.lease.release()
-                except _QUEUE_ERRORS as error:
-                    self.log.warning("could not release the lease; it expires by itself",
-                                     error=str(error))  # fmt: skip
-            self.metrics.leader.set(0)
-            if runner is not None:
-                await runner.cleanup()
-            self.log.info("autoscaler stopped")
+        async with metrics_served(
+            self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port,
+            enabled=serve_http,
+        ):  # fmt: skip
+            self.log.info("autoscaler started", backend=self.settings.backend,
+                          pools=self.settings.pools,
+                          poll_interval_seconds=self.settings.poll_interval_seconds)  # fmt: skip
+            try:
+                while not self.stopping.is_set():
+                    started = time.monotonic()
+                    await self.poll()
+                    elapsed = time.monotonic() - started
+                    await self.sleep(self.settings.poll_interval_seconds - elapsed)
+            finally:
+                if self.lease.held:
+                    try:
+                        await self.lease.release()
+                    except _QUEUE_ERRORS as error:
+                        self.log.warning("could not release the lease; it expires by itself",
+                                         error=str(error))  # fmt: skip
+                self.metrics.leader.set(0)
+                self.log.info("autoscaler stopped")
 
 
-def install_signal_handlers(stop: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+# The one skeleton's handlers, under the name this module always offered.
+install_signal_handlers = install_stop_handlers
 
 
 async def serve(settings: AutoscalerSettings) -> None:

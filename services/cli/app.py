@@ -14,14 +14,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.config import QueueSettings
+from shared.config import ConsumerSettings, QueueSettings
+from shared.dead_letters import DeadLetters
 from shared.errors import InvalidRequest
 from shared.jobstate import JobStates
 from shared.keys import DISPATCHER_GROUP, LEGACY_LISTS, POOLS, WORKER_GROUP, Keys
 from shared.logging import configure_logging
 from shared.messages import decode_fields, parse_request
 from shared.redis_connection import open_queue
-from shared.streams import decode_payload, group_stats
+from shared.service import settings_or_exit
+from shared.streams import ConsumerGroup, group_stats
 
 app = typer.Typer(
     help="odc-conveyor: Earth-observation product generation on Redis Streams.",
@@ -34,8 +36,8 @@ console = Console()
 SUBMIT_BATCH = 500
 
 
-def _settings() -> QueueSettings:
-    settings = QueueSettings()
+def _settings() -> ConsumerSettings:
+    settings = settings_or_exit(ConsumerSettings)
     configure_logging("console", "WARNING")
     return settings
 
@@ -152,6 +154,14 @@ def _progress() -> Progress:
 
 async def collect_status(settings: QueueSettings) -> dict[str, Any]:
     keys = Keys(settings.namespace)
+    consumer_settings = (
+        settings
+        if isinstance(settings, ConsumerSettings)
+        else ConsumerSettings.model_construct(namespace=settings.namespace)
+    )
+    # Workers renew every lease / 3 and dispatchers read every block_ms: a consumer not seen
+    # for a whole lease is gone (killed, or stopped without leaving).
+    live_within = consumer_settings.lease_seconds
     async with open_queue(settings) as redis:
         streams = []
         watched = [(keys.events, DISPATCHER_GROUP)] + [
@@ -159,6 +169,11 @@ async def collect_status(settings: QueueSettings) -> dict[str, Any]:
         ]
         for stream, group in watched:
             stats = await group_stats(redis, stream, group)
+            consumers = await ConsumerGroup(
+                redis, stream=stream, group=group, consumer="conveyor-cli", keys=keys,
+                settings=consumer_settings,
+            ).consumers()  # fmt: skip
+            live = [c for c in consumers if c.idle_seconds < live_within]
             streams.append(
                 {
                     "stream": stream,
@@ -166,11 +181,14 @@ async def collect_status(settings: QueueSettings) -> dict[str, Any]:
                     "length": stats.length,
                     "lag": stats.lag,
                     "pending": stats.pending,
-                    "consumers": stats.consumers,
+                    "consumers": len(live),
+                    "live_consumers": [c.name for c in live],
+                    "stale_consumers": len(consumers) - len(live),
                 }
             )
         states = JobStates(redis, keys)
         legacy = {name: await redis.llen(name) for name in LEGACY_LISTS}  # type: ignore[misc]
+        memory = await redis.info("memory")
         return {
             "namespace": settings.namespace,
             "streams": streams,
@@ -179,6 +197,12 @@ async def collect_status(settings: QueueSettings) -> dict[str, Any]:
             "results": await redis.xlen(keys.results),
             "jobs_by_state": await states.counts_by_state(),
             "recent_jobs": await states.recent(10),
+            "server": {
+                "used_memory": int(memory.get("used_memory", 0)),
+                "used_memory_human": str(memory.get("used_memory_human", "")),
+                "maxmemory": int(memory.get("maxmemory", 0)),
+                "maxmemory_policy": str(memory.get("maxmemory_policy", "")),
+            },
         }
 
 
@@ -201,6 +225,19 @@ def status(
             str(row["consumers"]),
         )  # fmt: skip
     console.print(table)
+    stale = sum(row["stale_consumers"] for row in report["streams"])
+    if stale:
+        console.print(
+            f"consumers not seen for a lease and not counted above: {stale} "
+            "(housekeeping removes them once they hold nothing)"
+        )
+    server = report["server"]
+    limit = (
+        f"of maxmemory {_bytes(server['maxmemory'])} ({server['maxmemory_policy']})"
+        if server["maxmemory"]
+        else "(no maxmemory set: set one, with noeviction)"
+    )
+    console.print(f"server memory: {_bytes(server['used_memory'])} {limit}")
     legacy = ", ".join(f"{name} {count}" for name, count in report["legacy_lists"].items())
     console.print(f"legacy lists: {legacy}")
     console.print(f"dead letters: {report['dead_letters']}   results: {report['results']}")
@@ -226,7 +263,10 @@ def job(job_id: Annotated[str, typer.Argument(help="Job id (or a request id).")]
     """Everything recorded about one job (state, attempts, stage timings, outputs, error)."""
     record = asyncio.run(_job(_settings(), job_id))
     if record is None:
-        console.print(f"[red]no job or request {job_id!r}[/] in this namespace")
+        console.print(
+            f"[red]no job or request {job_id!r}[/] in this namespace (finished records expire "
+            "after CONVEYOR_RECORD_RETENTION_SECONDS)"
+        )
         raise typer.Exit(1)
     typer.echo(json.dumps(record, indent=2, default=str))
 
@@ -242,26 +282,26 @@ def dead_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Dead letters with their reason and original payload."""
+    """Dead letters with their reason, job and original payload."""
     entries = asyncio.run(_dead_entries(_settings(), limit))
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
     table = Table(title="dead letters")
-    for column in ("id", "reason", "stream", "attempts", "error", "payload"):
+    for column in ("id", "reason", "stream", "job", "attempts", "error", "payload"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         table.add_row(
-            entry["id"], entry["reason"], entry["stream"], entry["attempts"], entry["error"],
-            entry.get("payload", ""),
+            entry["id"], entry["reason"], entry["stream"], entry.get("job_id", "")[:12],
+            entry["attempts"], entry["error"], entry.get("payload", ""),
         )  # fmt: skip
     console.print(table)
 
 
 async def _dead_entries(settings: QueueSettings, limit: int) -> list[dict[str, str]]:
     async with open_queue(settings) as redis:
-        raw = await redis.xrevrange(Keys(settings.namespace).dead, count=limit)
-    return [{"id": entry_id, **fields} for entry_id, fields in raw]
+        letters = await DeadLetters(redis, Keys(settings.namespace)).newest(limit)
+    return [{"id": letter.id, **letter.fields} for letter in letters]
 
 
 @dead_app.command("replay")
@@ -271,7 +311,10 @@ def dead_replay(
     ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
-    """Put dead letters back on the stream they came from (after fixing their cause)."""
+    """Put dead letters back on the stream they came from (after fixing their cause).
+
+    A job recorded dead is reopened (queued again, no longer counted by its request).
+    """
     if not entry_ids and not replay_all:
         console.print("give dead-letter ids or --all")
         raise typer.Exit(1)
@@ -280,20 +323,46 @@ def dead_replay(
 
 
 async def _replay(settings: QueueSettings, entry_ids: list[str], replay_all: bool) -> int:
-    keys = Keys(settings.namespace)
     async with open_queue(settings) as redis:
-        if replay_all:
-            entries = await redis.xrange(keys.dead)
-        else:
-            entries = []
-            for entry_id in entry_ids:
-                entries.extend(await redis.xrange(keys.dead, entry_id, entry_id))
-        for entry_id, fields in entries:
-            pipe = redis.pipeline(transaction=True)
-            pipe.xadd(fields["stream"], decode_payload(fields))  # type: ignore[arg-type]
-            pipe.xdel(keys.dead, entry_id)
-            await pipe.execute()
-        return len(entries)
+        dead = DeadLetters(redis, Keys(settings.namespace))
+        replayed = 0
+        for letter in await dead.select(entry_ids, every=replay_all):
+            if letter.fields.get("reason") == "entry_deleted":
+                console.print(
+                    f"[yellow]not replayed[/] {letter.id}: its entry was deleted while pending "
+                    "and its payload is gone; submit the request again"
+                )
+                continue
+            if await dead.replay(letter) is not None:
+                replayed += 1
+        return replayed
+
+
+@dead_app.command("purge")
+def dead_purge(
+    entry_ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids to purge.")] = None,
+    purge_all: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
+    older_than_days: Annotated[
+        float | None, typer.Option(help="Purge dead letters older than this many days.")
+    ] = None,
+) -> None:
+    """Delete dead letters for good (their jobs stay recorded as dead)."""
+    if not entry_ids and not purge_all and older_than_days is None:
+        console.print("give dead-letter ids, --all or --older-than-days")
+        raise typer.Exit(1)
+    purged = asyncio.run(_purge(_settings(), entry_ids or [], purge_all, older_than_days))
+    console.print(f"purged {purged}")
+
+
+async def _purge(
+    settings: QueueSettings, entry_ids: list[str], purge_all: bool, older_than_days: float | None
+) -> int:
+    async with open_queue(settings) as redis:
+        dead = DeadLetters(redis, Keys(settings.namespace))
+        letters = await dead.select(entry_ids, every=purge_all or older_than_days is not None)
+        if older_than_days is not None:
+            letters = [letter for letter in letters if letter.age_seconds > older_than_days * 86400]
+        return await dead.purge(letters)
 
 
 @app.command()
@@ -363,3 +432,12 @@ def _mount_sub_apps() -> None:
 
 
 _mount_sub_apps()
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"

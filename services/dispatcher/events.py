@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -94,19 +95,19 @@ class EventGroup(ConsumerGroup):
         keys: Keys,
         max_event_bytes: int,
         on_refused: Callable[[int], None] = lambda _count: None,
-        lease_seconds: float = 60.0,
-        max_attempts: int = 5,
         service: str = "dispatcher",
+        **group_options: Any,
     ) -> None:
         super().__init__(
-            redis, stream=stream, group=group, consumer=consumer, keys=keys,
-            lease_seconds=lease_seconds, max_attempts=max_attempts, service=service,
+            redis, stream=stream, group=group, consumer=consumer, keys=keys, service=service,
+            **group_options,
         )  # fmt: skip
         self.max_event_bytes = max_event_bytes
         self.on_refused = on_refused
         self._screened_read = redis.register_script(_SCREENED_READ)
 
     async def read_new(self, count: int, block_ms: int | None) -> list[Delivery]:
+        sent = time.monotonic()
         try:
             entries, refused = await self._screened_read(
                 keys=[self.stream, self.keys.dead],
@@ -124,7 +125,8 @@ class EventGroup(ConsumerGroup):
         if refused:
             self.on_refused(int(refused))
         deliveries = [
-            Delivery(self.stream, str(entry_id), _pairs(fields), 1) for entry_id, fields in entries
+            Delivery(self.stream, str(entry_id), _pairs(fields), 1, sent)
+            for entry_id, fields in entries
         ]
         if not deliveries and not refused and block_ms:
             await asyncio.sleep(min(block_ms / 1000, POLL_SECONDS))

@@ -10,15 +10,12 @@ reason; nothing invalid reaches a worker and nothing invalid is retried.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.dispatcher.batches import BatchedDispatch
 from services.dispatcher.bridge import LegacyBridge
@@ -28,13 +25,21 @@ from shared.catalogue import check_request
 from shared.config import DispatcherSettings
 from shared.destinations import NotAllowed, check_destinations
 from shared.errors import InvalidRequest
+from shared.jobstate import JobStates
 from shared.keys import DISPATCHER_GROUP, POOLS, WORKER_GROUP, Keys
-from shared.lifecycle import sleep_unless_stopped
 from shared.limits import LimitExceeded
 from shared.messages import ProductRequest, Request, decode_fields, parse_request
-from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter, serve_metrics
-from shared.redis_connection import TRANSIENT_ERRORS
-from shared.streams import Delivery, entry_time, group_stats, trim
+from shared.metrics import LATENCY_BUCKETS, StreamGauges, dead_letter_counter
+from shared.outages import QUEUE_ERRORS, is_outage
+from shared.service import (
+    Backoff,
+    Stoppable,
+    default_consumer_name,
+    install_stop_handlers,
+    metrics_served,
+    pause_for_outage,
+)
+from shared.streams import ConsumerGroup, Delivery, entry_time, group_stats, trim
 
 log = structlog.get_logger(__name__)
 
@@ -88,10 +93,22 @@ class DispatcherMetrics:
             registry=registry,
         )
         self.streams = StreamGauges(registry)
-
-
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+        self.dead_letters_stored = Gauge(
+            "conveyor_dead_letters_stored",
+            "Dead letters waiting to be replayed or purged",
+            registry=registry,
+        )
+        self.dead_letters_cap = Gauge(
+            "conveyor_dead_letters_cap",
+            "Most dead letters kept (CONVEYOR_DEAD_LETTERS_MAX); past it the oldest is dropped",
+            registry=registry,
+        )
+        self.consumers_removed = Counter(
+            "conveyor_consumers_removed",
+            "Consumers removed from their group after idling with nothing pending",
+            ["stream"],
+            registry=registry,
+        )
 
 
 def catalogue_check(request: ProductRequest) -> None:
@@ -99,7 +116,7 @@ def catalogue_check(request: ProductRequest) -> None:
     check_request(request.job_code, request.product, request.product_options())
 
 
-class Dispatcher:
+class Dispatcher(Stoppable):
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -109,6 +126,7 @@ class Dispatcher:
         check: RequestCheck | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.namespace)
@@ -126,9 +144,9 @@ class Dispatcher:
             keys=self.keys,
             max_event_bytes=settings.max_event_bytes,
             on_refused=self._count_unread_refusals,
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
+            settings=settings,
             service="dispatcher",
+            on_dead_letter=self._count_dead_letter,
         )
         self.step = BatchedDispatch(
             redis,
@@ -141,9 +159,14 @@ class Dispatcher:
             batch_bytes=settings.dispatch_batch_bytes,
         )
         self.bridge = LegacyBridge(
-            redis, lists=list(settings.legacy_lists), events_stream=self.keys.events
+            redis,
+            lists=list(settings.legacy_lists),
+            events_stream=self.keys.events,
+            max_events=settings.events_maxlen,
         )
-        self.stopping = asyncio.Event()
+        self.states = JobStates(
+            redis, self.keys, retention_seconds=settings.record_retention_seconds
+        )
         self.handled = 0
 
     def source_label(self, source: str | None) -> str:
@@ -232,7 +255,7 @@ class Dispatcher:
         await self.group.dead_letter(delivery, reason=error.reason, error=text)
         self._count_dead_letter(error.reason)
 
-    def _count_dead_letter(self, reason: str) -> None:
+    def _count_dead_letter(self, reason: str, _delivery: Delivery | None = None) -> None:
         label = reason if reason in DEAD_LETTER_REASONS else OTHER_SOURCE
         self.metrics.dead_letters.labels(service="dispatcher", reason=label).inc()
 
@@ -244,49 +267,96 @@ class Dispatcher:
     async def handle_safely(self, delivery: Delivery) -> None:
         try:
             await self.handle(delivery)
-        except TRANSIENT_ERRORS:
-            raise
+        except QUEUE_ERRORS as error:
+            if is_outage(error):
+                raise
+            await self._retry_later(delivery, error)
         except Exception as error:  # a bug must not lose the event nor stop the service
-            log.exception("event failed; will retry", entry_id=delivery.entry_id)
-            await self.group.retry_later(
-                delivery, f"{type(error).__name__}: {error}", backoff_seconds=1.0
-            )
+            await self._retry_later(delivery, error)
         self.handled += 1
 
+    async def _retry_later(self, delivery: Delivery, error: BaseException) -> None:
+        log.exception("event failed; will retry", entry_id=delivery.entry_id)
+        await self.group.retry_later(delivery, f"{type(error).__name__}: {error}")
+
     async def consume(self) -> None:
-        backoff = 0.1
+        """Read events in batches and handle them, holding their leases while the batch lasts."""
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
                 deliveries = await self.group.read(self.settings.batch_size, self.settings.block_ms)
-                for delivery in deliveries:
-                    await self.handle_safely(delivery)
-                backoff = 0.1
-            except TRANSIENT_ERRORS as error:
-                log.warning("queue unavailable; retrying", error=str(error), retry_in=backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                if deliveries:
+                    await self.handle_batch(deliveries)
+                backoff.reset()
+            except QUEUE_ERRORS as error:
+                if not is_outage(error):
+                    raise
+                await pause_for_outage(self, backoff, error, "dispatching events")
+
+    async def handle_batch(self, deliveries: list[Delivery]) -> None:
+        claimed_at = min(delivery.claimed_at for delivery in deliveries)
+        lease = self.group.hold([delivery.entry_id for delivery in deliveries], claimed_at)
+        keeper = asyncio.create_task(lease.keep())
+        try:
+            for delivery in deliveries:
+                if delivery.entry_id in lease.lost_ids:
+                    # Another dispatcher reclaimed it while this batch ran: it is theirs now.
+                    log.warning("event left to its new holder", entry_id=delivery.entry_id)
+                    continue
+                await self.handle_safely(delivery)
+                lease.release(delivery.entry_id)
+        finally:
+            keeper.cancel()
 
     async def bridge_legacy_lists(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
                 await self.bridge.run(self.stopping)
-            except TRANSIENT_ERRORS as error:
-                log.warning("bridge: queue unavailable", error=str(error), retry_in=backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except QUEUE_ERRORS as error:
+                if not is_outage(error):
+                    raise
+                await pause_for_outage(self, backoff, error, "bridging the legacy lists")
 
     async def housekeeping(self) -> None:
-        """Refresh stream gauges and trim what every group has finished with."""
+        """Every few seconds: gauges, trimming, idle consumers, expired records' index entries."""
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
-                await self.refresh_gauges()
-                await trim(self.redis, self.keys.events)
-                for pool in POOLS:
-                    await trim(self.redis, self.keys.jobs(pool))
-            except TRANSIENT_ERRORS as error:
-                log.warning("housekeeping: queue unavailable", error=str(error))
-            await self._sleep(HOUSEKEEPING_SECONDS)
+                await self.housekeeping_once()
+                backoff.reset()
+            except QUEUE_ERRORS as error:
+                if not is_outage(error):
+                    raise
+                await pause_for_outage(self, backoff, error, "housekeeping")
+                continue
+            await self.sleep(HOUSEKEEPING_SECONDS)
+
+    async def housekeeping_once(self) -> None:
+        await self.refresh_gauges()
+        await trim(self.redis, self.keys.events)
+        for pool in POOLS:
+            await trim(self.redis, self.keys.jobs(pool))
+        for group in self.watched_groups():
+            removed = await group.remove_idle_consumers(self.settings.consumer_idle_seconds)
+            if removed:
+                self.metrics.consumers_removed.labels(stream=group.stream).inc(len(removed))
+        await self.states.forget_expired()
+
+    def watched_groups(self) -> list[ConsumerGroup]:
+        """The groups housekeeping looks after (this dispatcher's own and the workers')."""
+        return [self.group] + [
+            ConsumerGroup(
+                self.redis,
+                stream=self.keys.jobs(pool),
+                group=WORKER_GROUP,
+                consumer=self.consumer,
+                keys=self.keys,
+                settings=self.settings,
+                service="housekeeping",
+            )
+            for pool in POOLS
+        ]
 
     async def refresh_gauges(self) -> None:
         watched = [(self.keys.events, DISPATCHER_GROUP)] + [
@@ -299,36 +369,44 @@ class Dispatcher:
                 -1 if stats.lag is None else stats.lag
             )
             self.metrics.streams.pending.labels(stream=stream, group=group).set(stats.pending)
+        self.metrics.dead_letters_stored.set(await self.redis.xlen(self.keys.dead))
+        self.metrics.dead_letters_cap.set(self.settings.dead_letters_max)
 
     async def _sleep(self, seconds: float) -> None:
-        await sleep_unless_stopped(self.stopping, seconds)
-
-    def stop(self) -> None:
-        self.stopping.set()
+        await self.sleep(seconds)
 
     async def run(self, *, serve_http: bool = True) -> None:
-        await self.group.ensure_when_reachable()
-        runner = None
-        if serve_http:
-            runner = await serve_metrics(
-                self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port
-            )
-        log.info("dispatcher started", consumer=self.consumer, stream=self.keys.events)
-        tasks = [asyncio.create_task(self.consume()), asyncio.create_task(self.housekeeping())]
-        if self.settings.legacy_bridge:
-            tasks.append(asyncio.create_task(self.bridge_legacy_lists()))
+        if not await self.group.ensure_when_reachable(self.stopping):
+            return
+        async with metrics_served(
+            self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port,
+            enabled=serve_http,
+        ):  # fmt: skip
+            log.info("dispatcher started", consumer=self.consumer, stream=self.keys.events)
+            tasks = [asyncio.create_task(self.consume()), asyncio.create_task(self.housekeeping())]
+            if self.settings.legacy_bridge:
+                tasks.append(asyncio.create_task(self.bridge_legacy_lists()))
+            try:
+                await asyncio.gather(*tasks)
+                await self.leave_group()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                log.info("dispatcher stopped", handled=self.handled)
+
+    async def leave_group(self) -> None:
+        """A clean stop: remove this consumer from the group if it holds nothing."""
         try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if runner is not None:
-                await runner.cleanup()
-            log.info("dispatcher stopped", handled=self.handled)
+            if await self.group.leave():
+                log.info("left the consumer group", consumer=self.consumer)
+        except QUEUE_ERRORS as error:
+            if not is_outage(error):
+                raise
+            log.warning("could not leave the consumer group; housekeeping removes it later",
+                        error=str(error))  # fmt: skip
 
 
-def install_signal_handlers(stop: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+# The one skeleton's handlers, under the name `__main__` and tests use.
+install_signal_handlers = install_stop_handlers
+__all__ = ["Dispatcher", "default_consumer_name", "install_signal_handlers"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -20,7 +19,7 @@ import typer
 from services.worker.settings import WorkerSettings
 from shared.catalogue import import_plugin_modules
 from shared.logging import configure_logging
-from shared.redis_connection import open_queue
+from shared.service import consumer_name, settings_or_exit
 
 
 def build_runners(settings: WorkerSettings) -> dict[str, Any]:
@@ -36,20 +35,20 @@ def build_runners(settings: WorkerSettings) -> dict[str, Any]:
 
 async def serve(settings: WorkerSettings) -> None:
     from services.worker.service import Worker
+    from shared.service import serve as serve_service
 
     runners = build_runners(settings)
-    async with open_queue(settings, "worker") as redis:
-        worker = Worker(redis, settings, runners)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, worker.stop)
-        try:
-            await worker.run()
-        finally:
-            for runner in runners.values():
-                close = getattr(runner, "close", None)
-                if close is not None:
-                    await close()
+
+    async def close_runners() -> None:
+        for runner in runners.values():
+            close = getattr(runner, "close", None)
+            if close is not None:
+                await close()
+
+    await serve_service(
+        settings, lambda redis: Worker(redis, settings, runners), role="worker",
+        close=close_runners,
+    )  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -66,7 +65,7 @@ def supervise(settings: WorkerSettings) -> int:
     """Run `settings.processes` single-process workers and relay signals to them."""
     from shared.redis_connection import queue_url
 
-    base_name = settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+    base_name = consumer_name(settings.consumer_name)
     # One queue for all children: start the embedded server here when none is configured.
     url, started_server = queue_url(settings, "worker")
     children = []
@@ -113,7 +112,7 @@ def main(
         "metrics_port": metrics_port,
         "consumer_name": consumer,
     }
-    settings = WorkerSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    settings = settings_or_exit(WorkerSettings, **given)
     configure_logging(settings.log_format, settings.log_level)
     if settings.processes > 1:
         raise typer.Exit(supervise(settings))

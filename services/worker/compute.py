@@ -13,6 +13,7 @@ computation or, told to queue the reads, waited between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import sys
@@ -83,6 +84,13 @@ def compute_in_threads(lazy: Any, pool: ThreadPoolExecutor, cancelled: threading
     return result
 
 
+async def _until_done(future: asyncio.Future[Any]) -> None:
+    """Wait for `future` to finish, whatever it raises and however often this wait is cancelled."""
+    while not future.done():
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(future)
+
+
 class DaskCompute:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
@@ -117,15 +125,27 @@ class DaskCompute:
         return self._pool
 
     async def compute(self, lazy: Any) -> Any:
+        """The computed result. Cancelling the caller stops the computation and returns only
+        once it has stopped, so that whoever takes the job over next never runs beside it."""
         if self.settings.dask_scheduler_host:
             client = await self.client()
-            return await client.compute(lazy)
+            future = client.compute(lazy)
+            try:
+                return await future
+            except asyncio.CancelledError:
+                await client.cancel([future], force=True)
+                raise
         cancelled = threading.Event()
+        running = asyncio.ensure_future(
+            asyncio.to_thread(compute_in_threads, lazy, self.threads(), cancelled)
+        )
         try:
-            return await asyncio.to_thread(compute_in_threads, lazy, self.threads(), cancelled)
+            return await asyncio.shield(running)
         except asyncio.CancelledError:
-            # The thread cannot be interrupted; this makes it stop before its next task.
+            # The thread cannot be interrupted: this makes it stop before its next task, and
+            # the wait below lasts until it has.
             cancelled.set()
+            await _until_done(running)
             raise
 
     async def close(self) -> None:

@@ -5,24 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
-from shared.config import ModuleNames, QueueSettings
+from shared.config import ConsumerSettings, ModuleNames
 from shared.destinations import DestinationSettings
 
 
-class WorkerSettings(QueueSettings, DestinationSettings):
+class WorkerSettings(ConsumerSettings, DestinationSettings):
+    """Leases, retries and reads come from `ConsumerSettings`; these are the worker's own."""
+
     pool: Literal["product", "ard"] = "product"
-    consumer_name: str | None = Field(default=None, description="Default hostname-pid.")
     concurrency: int = Field(default=1, ge=1, le=64, description="Jobs at once per process.")
     processes: int = Field(default=1, ge=1, le=64, description="Worker processes in this pod.")
-    lease_seconds: float = Field(
-        default=120.0, gt=0, description="A job idle this long is taken over by another worker."
+    job_timeout_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="A job running longer fails its attempt with reason timeout (then it is "
+        "retried, and dead-lettered after max_attempts).",
     )
-    max_attempts: int = Field(default=3, ge=1)
-    retry_backoff_seconds: float = Field(default=5.0, ge=0)
-    retry_backoff_max_seconds: float = Field(default=300.0, ge=0)
-    block_ms: int = Field(default=2000, ge=1)
+    job_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per job_code timeouts in seconds, e.g. {"geomedian": 3600}.',
+    )
     drain_seconds: float = Field(
         default=600.0,
         ge=0,
@@ -68,3 +72,19 @@ class WorkerSettings(QueueSettings, DestinationSettings):
     )
     metrics_port: int = 9102
     metrics_host: str = "0.0.0.0"
+
+    @field_validator("job_timeouts")
+    @classmethod
+    def _positive_timeouts(cls, timeouts: dict[str, float]) -> dict[str, float]:
+        wrong = sorted(code for code, seconds in timeouts.items() if seconds <= 0)
+        if wrong:
+            raise ValueError(
+                f"CONVEYOR_JOB_TIMEOUTS gives {', '.join(wrong)} a timeout of 0 or less; "
+                "give seconds above 0 (or leave the job code out to use "
+                "CONVEYOR_JOB_TIMEOUT_SECONDS)"
+            )
+        return timeouts
+
+    def timeout_for(self, job_code: str) -> float:
+        """Seconds a job of `job_code` may run before its attempt fails with reason timeout."""
+        return self.job_timeouts.get(job_code, self.job_timeout_seconds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import shutil
 import uuid
@@ -120,6 +121,11 @@ class LocalDestination:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _local_error(target.parent, error) from error
+        # A writer killed mid-file left its temporary copy: only one execution of a job runs at
+        # a time, so any earlier one for this file is such a leftover.
+        for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         # A unique name: two workers writing the same product never share a temporary file.
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         try:
