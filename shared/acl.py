@@ -120,6 +120,7 @@ _RECORDS = (
     "unlink",
     "expire",
     "pexpire",
+    "persist",
     "ttl",
     "pttl",
 )
@@ -204,24 +205,35 @@ def roles(
     jobs_streams = keys.jobs("*")
     records = (keys.job("*"), keys.request("*"), keys.job_index)
     errors_of_events = keys.last_errors(keys.events)
+    entries_of_events = keys.entry_jobs(keys.events)
+    # Dead letters and results: added, measured, trimmed to their caps (the oldest dead letter
+    # dropped at the cap), and the index that writes each entry's dead letter once.
+    outcome_streams = (
+        Grant(("xadd", "xlen", "xrange", "xdel", "xinfo|stream", "xinfo|groups", "xtrim"),
+              (keys.dead, keys.results)),
+        Grant(_HASH_WRITE, (keys.dead_index,)),
+    )  # fmt: skip
     leader = keys.leader("autoscaler")
 
     dispatcher_grants = [
         # Reads events in its group, reclaims, acknowledges, trims; the bridge adds to it.
         Grant((*_CONSUMER, "xadd", "xtrim", "xdel"), (keys.events,)),
-        Grant(_HASH_WRITE, (errors_of_events,)),
+        Grant(_HASH_WRITE, (errors_of_events, entries_of_events)),
         Grant(("lpop", "llen"), lists),
         # Adds tile jobs; watches and trims the pools' streams.
-        Grant((*_STREAM_READ, "xadd", "xtrim", "xgroup|create"), (jobs_streams,)),
+        # Housekeeping removes the workers' idle consumers that hold nothing.
+        Grant(
+            (*_STREAM_READ, "xadd", "xtrim", "xgroup|create", "xgroup|delconsumer"),
+            (jobs_streams,),
+        ),
         Grant(_RECORDS, (*records, keys.dispatched("*"))),
-        # Dead letters and results: added, measured, and trimmed to their caps.
-        Grant(("xadd", "xlen", "xinfo|stream", "xinfo|groups", "xtrim"), (keys.dead, keys.results)),
+        *outcome_streams,
     ]
     worker_grants = [
         # Its group on the jobs streams (and their `:errors` hashes); never XADD there.
         Grant((*_CONSUMER, *_HASH_WRITE), (jobs_streams,)),
         Grant(_RECORDS, records),
-        Grant(("xadd", "xlen", "xinfo|stream", "xinfo|groups"), (keys.dead, keys.results)),
+        *outcome_streams,
     ]
     autoscaler_grants = [
         Grant(_STREAM_READ, (jobs_streams,), read_only=True),
@@ -231,11 +243,12 @@ def roles(
         # `conveyor submit`, and `conveyor dead replay` back onto the stream an entry came from.
         Grant(("xadd",), (keys.events, jobs_streams)),
         Grant(("rpush",), lists),
-        # `conveyor dead purge`.
+        # `conveyor dead purge`, and replay's removal of what it put back.
         Grant(("xdel", "xtrim"), (keys.dead,)),
+        Grant(("hset", "hdel"), (keys.dead_index,)),
         # Replayed jobs' records and idempotency keys.
         Grant(
-            ("hset", "hdel", "zadd", "zrem", "del", "unlink", "expire", "pexpire"),
+            ("hset", "hdel", "zadd", "zrem", "del", "unlink", "expire", "pexpire", "persist"),
             (*records, keys.dispatched("*")),
         ),
     ]
