@@ -27,6 +27,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,13 @@ def _row_latitude(row: float) -> float:
 
 
 def _to_native(crs: CRS) -> Transformer:
-    return Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
+    return transformer("EPSG:4326", crs.to_wkt())
+
+
+@cache
+def transformer(source: str, target: str) -> Transformer:
+    """A cached pyproj transformer (x, y order) between two CRSs given as WKT or codes."""
+    return Transformer.from_crs(source, target, always_xy=True)
 
 
 def _track(swath: Swath, path: int, latitude: float, to_native: Transformer) -> Track:
@@ -277,11 +284,12 @@ def plan_scenes(product: ProductSpec, area: Geometry, first: date, last: date) -
     lon, lat = area_centre(area)
     swath = product.swath
     plans: list[ScenePlan] = []
+    in_crs = _AreaInCrs(area)
     for path in _candidate_paths(swath, lon, lat):
         scenes = (
-            _landsat_rows(product, path, lat, area)
+            _landsat_rows(product, path, lat, in_crs)
             if product.family == "landsat"
-            else _sentinel2_tiles(product, path, lon, lat, area)
+            else _sentinel2_tiles(product, path, lon, lat, in_crs)
         )
         for scene in scenes:
             for platform in product.platforms:
@@ -314,13 +322,26 @@ def plan_scenes(product: ProductSpec, area: Geometry, first: date, last: date) -
     return plans
 
 
-def _in_crs(area: Geometry, crs: CRS) -> Geometry:
-    """The area in `crs`, densified so that its curved edges stay curved."""
-    if area.crs == crs:
-        return area
-    left, bottom, right, top = area.boundingbox
-    step = max(right - left, top - bottom) / 64
-    return area.to_crs(crs, resolution=step)
+@dataclass
+class _AreaInCrs:
+    """The area in each scene CRS, densified so that its curved edges stay curved; each
+    transformed once per plan."""
+
+    area: Geometry
+
+    def __post_init__(self) -> None:
+        self._by_crs: dict[str, Geometry] = {}
+
+    def __call__(self, crs: CRS) -> Geometry:
+        key = crs.to_wkt()
+        if key not in self._by_crs:
+            if self.area.crs == crs:
+                self._by_crs[key] = self.area
+            else:
+                left, bottom, right, top = self.area.boundingbox
+                step = max(right - left, top - bottom) / 64
+                self._by_crs[key] = self.area.to_crs(crs, resolution=step)
+        return self._by_crs[key]
 
 
 def _window(
@@ -340,7 +361,9 @@ def _window(
     return window, outline.intersection(window.extent)
 
 
-def _landsat_rows(product: ProductSpec, path: int, lat: float, area: Geometry) -> Iterator[_Scene]:
+def _landsat_rows(
+    product: ProductSpec, path: int, lat: float, area: _AreaInCrs
+) -> Iterator[_Scene]:
     swath = product.swath
     nearest = WRS_EQUATOR_ROW - lat / DEGREES_PER_WRS_ROW
     for row in range(int(nearest) - 2, int(nearest) + 4):
@@ -352,7 +375,7 @@ def _landsat_rows(product: ProductSpec, path: int, lat: float, area: Geometry) -
         track = _track(swath, path, centre_lat, _to_native(crs))
         half_length = WRS_SCENE_LENGTH / 2
         outline = track.strip(-half_length, half_length).assign_crs(crs)
-        window = _window(product, outline, _in_crs(area, crs))
+        window = _window(product, outline, area(crs))
         if window is None:
             continue
         geobox, footprint = window
@@ -377,7 +400,7 @@ def _zones_near(lon: float, lat: float) -> list[CRS]:
 
 
 def _sentinel2_tiles(
-    product: ProductSpec, path: int, lon: float, lat: float, area: Geometry
+    product: ProductSpec, path: int, lon: float, lat: float, area: _AreaInCrs
 ) -> Iterator[_Scene]:
     swath = product.swath
     step = SENTINEL2_TILE_STEP
@@ -385,8 +408,8 @@ def _sentinel2_tiles(
         zone = (crs.epsg or 0) % 100
         meridian = -183.0 + 6.0 * zone
         to_native = _to_native(crs)
-        to_lonlat = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
-        area_native = _in_crs(area, crs)
+        to_lonlat = transformer(crs.to_wkt(), "EPSG:4326")
+        area_native = area(crs)
         left, bottom, right, top = area_native.boundingbox
         for column in range(int(left // step) - 1, int(right // step) + 1):
             for tile_row in range(int(bottom // step) - 1, int(top // step) + 1):

@@ -35,7 +35,6 @@ import yaml
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry
-from pyproj import Transformer
 
 from devtools.archive.catalogue import ProductSpec, product_spec
 from devtools.archive.footprints import (
@@ -45,6 +44,7 @@ from devtools.archive.footprints import (
     grid_box,
     native_grid,
     plan_scenes,
+    transformer,
     utm_crs,
 )
 from devtools.archive.ground import GroundIndex, GroundWindow, pixels_per_degree
@@ -614,9 +614,7 @@ def _fuse(
         if plan.crs == geobox.crs:
             native_x, native_y = out_x, out_y
         else:
-            to_native = Transformer.from_crs(
-                crs_of(geobox).to_wkt(), plan.crs.to_wkt(), always_xy=True
-            )
+            to_native = transformer(crs_of(geobox).to_wkt(), plan.crs.to_wkt())
             native_x, native_y = to_native.transform(out_x, out_y)
         corner = spec.pixel_corner
         centre_x = native_centres(spec, resolution, np.floor((native_x - corner) / resolution))
