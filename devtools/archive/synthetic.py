@@ -21,6 +21,7 @@ compare it with the truth on the native grid, interpolated, or with a tolerance.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ import yaml
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry
+from pyproj import Transformer
+from pyproj.aoi import AreaOfInterest
 
 from devtools.archive.catalogue import ProductSpec, product_spec
 from devtools.archive.footprints import (
@@ -44,7 +47,6 @@ from devtools.archive.footprints import (
     grid_box,
     native_grid,
     plan_scenes,
-    transformer,
     utm_crs,
 )
 from devtools.archive.ground import GroundIndex, GroundWindow, pixels_per_degree
@@ -590,6 +592,29 @@ class _Fused:
     cover: npt.NDArray[np.uint8]
 
 
+def load_transformer(geobox: GeoBox, crs: CRS) -> Transformer:
+    """From `geobox`'s CRS to `crs` with the operation a load onto `geobox` uses: the one PROJ
+    picks for the geobox's area, as GDAL's warper picks it for the area it reads."""
+    return _transformer_for(crs_of(geobox).to_wkt(), crs.to_wkt(), _area_of_interest(geobox))
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer_for(source: str, target: str, area: AreaOfInterest) -> Transformer:
+    return Transformer.from_crs(source, target, always_xy=True, area_of_interest=area)
+
+
+def _area_of_interest(geobox: GeoBox) -> AreaOfInterest:
+    """The geobox's extent in degrees (west > east when it crosses longitude 180)."""
+    corners = geobox.extent.to_crs("EPSG:4326").exterior.coords
+    centre_lon, _ = area_centre(geobox.extent)
+    lons = [centre_lon + (lon - centre_lon + 180.0) % 360.0 - 180.0 for lon, _lat in corners]
+    lats = [lat for _lon, lat in corners]
+    west, east = min(lons), max(lons)
+    return AreaOfInterest(
+        (west + 180.0) % 360.0 - 180.0, min(lats), (east + 180.0) % 360.0 - 180.0, max(lats)
+    )
+
+
 def _output_centres(geobox: GeoBox) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     affine = geobox.affine
     height, width = geobox.shape
@@ -614,8 +639,10 @@ def _fuse(
         if plan.crs == geobox.crs:
             native_x, native_y = out_x, out_y
         else:
-            to_native = transformer(crs_of(geobox).to_wkt(), plan.crs.to_wkt())
-            native_x, native_y = to_native.transform(out_x, out_y)
+            # The operation PROJ picks for this area, as GDAL's warper picks it for the area it
+            # reads (e.g. EPSG:3460 to WGS 84 is a 2 m Helmert north of 20.81 S, where EPSG
+            # defines one, and a ballpark offset 16 m away south of it).
+            native_x, native_y = load_transformer(geobox, plan.crs).transform(out_x, out_y)
         corner = spec.pixel_corner
         centre_x = native_centres(spec, resolution, np.floor((native_x - corner) / resolution))
         centre_y = native_centres(spec, resolution, np.floor((native_y - corner) / resolution))
