@@ -17,11 +17,12 @@ JOB_FIELD = "job"
 
 
 class TileArea(BaseModel):
-    """A tile of the output grid clipped to the request, snapped to whole pixels."""
+    """A whole cell of the output grid (`shared.tiling`), or, for legacy naming, the request's
+    box snapped to whole pixels."""
 
     model_config = ConfigDict(frozen=True)
 
-    tile: str = Field(description="Grid index, e.g. x22y36")
+    tile: str = Field(description="Cell index, e.g. x110y182; `whole` for a legacy request's box")
     crs: str
     resolution: float
     left: float
