@@ -37,7 +37,7 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry
 from pyproj import Transformer
-from pyproj.aoi import AreaOfInterest
+from pyproj.transformer import AreaOfInterest
 
 from devtools.archive.catalogue import ProductSpec, product_spec
 from devtools.archive.footprints import (
