@@ -30,7 +30,10 @@ def jobs_for(item: str = SEED_PRODUCT_ITEM, **fields: str) -> list[ProductJob]:
 
 def metadata_key(job: ProductJob) -> str:
     spec = output_spec_for_job(
-        job, product_name="ls8_geomedian", bands={"red": BandSpec(dtype="int16", nodata=-9999)}, sources=()
+        job,
+        product_name="ls8_geomedian",
+        bands={"red": BandSpec(dtype="int16", nodata=-9999)},
+        sources=(),
     )
     return layout_for(spec).metadata_key
 
