@@ -3,8 +3,9 @@
 Scenes come on their own grids (Landsat in its scene's UTM zone, Sentinel-2 on MGRS tiles) and
 are reprojected onto the job's cell:
 
-- reflectance with bilinear interpolation (a product may ask for cubic), masks and other
-  classified bands with nearest: a mask's bits must never be averaged;
+- reflectance with bilinear interpolation (a product plugin may ask for another with a class
+  attribute, e.g. `reflectance_resampling = "cubic"`), the mask band with nearest: a mask's
+  bits must never be averaged;
 - grouped by the solar day *at the cell's centre*: every dataset's UTC time is moved by the
   cell's longitude, so two overlapping scenes of one pass (minutes apart) are one observation,
   fused as datacube fuses them (first valid pixel wins). datacube's own `solar_day` takes each
