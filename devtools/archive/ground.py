@@ -113,10 +113,6 @@ class GroundIndex:
     rows: Ints
     columns: Ints
 
-    @property
-    def columns_around_globe(self) -> int:
-        return 360 * self.per_degree
-
     @classmethod
     def of_native(cls, crs: CRS, xs: Floats, ys: Floats, resolution: float) -> GroundIndex:
         """The ground pixel under each native point (`xs`, `ys` broadcast as in native_lonlat)."""
@@ -128,10 +124,6 @@ class GroundIndex:
             columns %= around
         rows = np.floor((90.0 - lat) * per_degree).astype(np.int64)
         return cls(per_degree, rows, columns)
-
-    def window(self) -> GroundWindow:
-        """The smallest ground window holding every point (columns may wrap past 360 degrees)."""
-        return GroundWindow.covering(self.per_degree, [self])
 
 
 @dataclass(frozen=True)
