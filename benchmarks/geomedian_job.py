@@ -503,7 +503,7 @@ def bare_run(bench: Bench, label: str) -> BareRun:
 def bare_job(spec: dict[str, Any]) -> dict[str, Any]:
     """dc.load + geomedian_with_mads + write_cog, nothing else; runs in the bare process."""
     imports_started = time.perf_counter()
-    from datetime import datetime
+    from datetime import datetime, timedelta
     from datetime import time as day_time
 
     import numpy as np
@@ -511,36 +511,45 @@ def bare_job(spec: dict[str, Any]) -> dict[str, Any]:
     from odc.geo.cog import write_cog
     from odc.geo.geobox import GeoBox
 
+    from services.worker.loading import cell_longitude, solar_day_grouping
     from services.worker.products.geomedian import geomedian_settings
     from shared.datacube import DatacubeSettings, open_datacube
+    from shared.solar_day import solar_day_at
 
     started = time.perf_counter()
     datacube = open_datacube(DatacubeSettings(db_url=spec["db_url"]))
     geobox = GeoBox.from_bbox(spec["bounds"], crs=CRS, resolution=RESOLUTION)
     tile = geobox.extent
     latitudes = tile.to_crs("EPSG:4326").boundingbox
+    longitude = cell_longitude(geobox)
     year = spec["year"]
-    # Searched by time and latitude, footprints intersected in the tile's CRS: the Fiji
-    # footprints cross the antimeridian and a longitude search misses them.
+    # As the worker loads: searched by time (a day wider: the year is in solar days at the tile)
+    # and latitude, footprints intersected in the tile's CRS (the Fiji footprints cross the
+    # antimeridian and a longitude search misses them); reflectance bilinear, pixel_qa nearest,
+    # one observation per solar day at the tile.
     candidates = datacube.find_datasets(
         product=PRODUCT,
         time=(
-            datetime.combine(date(year, 1, 1), day_time.min, tzinfo=UTC),
-            datetime.combine(date(year, 12, 31), day_time.max, tzinfo=UTC),
+            datetime.combine(date(year, 1, 1) - timedelta(days=1), day_time.min, tzinfo=UTC),
+            datetime.combine(date(year, 12, 31) + timedelta(days=1), day_time.max, tzinfo=UTC),
         ),
         lat=(latitudes.bottom, latitudes.top),
     )
     datasets = [
-        d for d in candidates if d.extent is not None and d.extent.to_crs(tile.crs).intersects(tile)
+        d
+        for d in candidates
+        if d.extent is not None
+        and solar_day_at(d.center_time, longitude).year == year
+        and d.extent.to_crs(tile.crs).intersects(tile)
     ]
     chunk = spec["chunk_pixels"]
     cube = datacube.load(
         datasets=datasets,
         measurements=[*BANDS, MASK_BAND],
         like=geobox,
-        group_by="solar_day",
+        group_by=solar_day_grouping(longitude),
         dask_chunks={"time": 1, "y": chunk, "x": chunk},
-        resampling="nearest",
+        resampling={"*": "bilinear", MASK_BAND: "nearest"},
     )
     searched = time.perf_counter()
 

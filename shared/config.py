@@ -279,9 +279,15 @@ class DispatcherSettings(ConsumerSettings, RequestLimits, DestinationSettings):
     tile_size: float | None = Field(
         default=None,
         gt=0,
-        description="Tile edge in output CRS units; default 3200 pixels at the job's resolution.",
+        description="Edge of the output grid's cells in output CRS units; default "
+        "tile_size_pixels at the job's resolution. Fixed per product: see shared.tiling.",
     )
-    tile_size_pixels: int = Field(default=3200, ge=16)
+    tile_size_pixels: int = Field(
+        default=640,
+        ge=16,
+        description="Cell edge in pixels (640: 19.2 km at 30 m, 6.4 km at 10 m; five to odc-stats' "
+        "96 km tile).",
+    )
     dedupe_ttl_seconds: int = Field(
         default=7 * 24 * 3600,
         ge=1,

@@ -19,11 +19,15 @@ JOB_FIELD = "job"
 
 
 class TileArea(BaseModel):
-    """A tile of the output grid clipped to the request, snapped to whole pixels."""
+    """A whole cell of the output grid (`shared.tiling`), or, for legacy naming, the request's
+    box snapped to whole pixels."""
 
     model_config = ConfigDict(frozen=True)
 
-    tile: str = Field(description="Grid index, e.g. x22y36", pattern=r"^[a-z0-9-]{1,64}$")
+    tile: str = Field(
+        description="Cell index, e.g. x110y182; `whole` for a legacy request's box",
+        pattern=r"^[a-z0-9-]{1,64}$",
+    )
     crs: str = Field(max_length=32)
     resolution: float = Field(gt=0, allow_inf_nan=False)
     left: float = Field(allow_inf_nan=False)

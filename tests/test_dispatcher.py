@@ -29,8 +29,8 @@ FAST = {"CONVEYOR_BLOCK_MS": "100", "CONVEYOR_LEASE_SECONDS": "2"}
 
 
 def small_item(number: int) -> str:
-    """A distinct one-tile request (3 km square inside the seed box)."""
-    x = 2130000 + (number % 30) * 3000
+    """A distinct one-cell request (3 km square inside the seed box, inside one 19.2 km cell)."""
+    x = 2131200 + (number % 30) // 6 * 19200 + (number % 6) * 3000
     return json.dumps(
         {
             "job_code": "geomedian",
@@ -86,18 +86,23 @@ async def test_seed_items_pushed_with_rpush_and_xadd_become_the_expected_tile_jo
     by_request = Counter(job.request_id for job in product_jobs)
     assert len(by_request) == 2, "the projected and the lat/lon request are distinct requests"
     projected = [job for job in product_jobs if job.request_crs == "EPSG:3460"]
+    latlon = [job for job in product_jobs if job.request_crs == "EPSG:4326"]
     assert isinstance(projected[0], ProductJob)
-    # 96 km tiles anchored at the origin: the 103 x 101 km box spans 2 x 2 tiles.
-    # Each is clipped to the box, so each id carries a hash of its bounds: the README's ids.
-    assert [job.area.tile for job in projected] == [
-        "x022y036-13f82c", "x023y036-96c679", "x022y037-2d8124", "x023y037-72f563",
-    ]  # fmt: skip
+    # Whole 19.2 km cells (640 px at 30 m) anchored at the origin: the 103 x 101 km box meets
+    # 7 x 6 of them, named by their index alone, never clipped.
+    assert sorted(job.area.tile for job in projected) == [
+        f"x{x}y{y}" for x in range(110, 117) for y in range(182, 188)
+    ]
+    assert {job.area.shape for job in projected} == {(640, 640)}
     left = min(job.area.left for job in projected)
     right = max(job.area.right for job in projected)
     bottom = min(job.area.bottom for job in projected)
     top = max(job.area.top for job in projected)
-    assert (left, right) == (2130000.0, 2233320.0)
-    assert (bottom, top) == (3499680.0, 3600300.0)
+    assert (left, right) == (2112000.0, 2246400.0)
+    assert (bottom, top) == (3494400.0, 3609600.0)
+    # The same box in lat/lon is the same cells: one dataset per cell, whoever asks.
+    assert sorted(job.area.bounds for job in latlon) == sorted(job.area.bounds for job in projected)
+    assert {job.area.tile for job in latlon} == {job.area.tile for job in projected}
     assert {job.period.label for job in projected} == {"2019--P1Y"}
     assert {job.prefix for job in projected} == {"commonsensing/fiji/landsat_8_geomedian/2019"}
 
@@ -132,7 +137,7 @@ async def test_a_duplicate_request_produces_no_jobs(
     await redis_client.xadd(keys.events, {"payload": json.dumps(respelled)})
     await redis_client.rpush("jobProduct", SEED_PRODUCT_ITEM)
     await drain(service)
-    assert first == 4
+    assert first == 42
     assert await redis_client.xlen(keys.jobs("product")) == first
     assert await redis_client.xlen(keys.dead) == 0
     pending = await redis_client.xpending(keys.events, "dispatcher")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tracemalloc
 from datetime import date, timedelta
@@ -20,7 +19,7 @@ from shared.jobs import TileArea, count_periods, split_periods
 from shared.limits import LimitExceeded, RequestLimits
 from shared.messages import ProductRequest, parse_request
 from shared.seed import SEED_PRODUCT_ITEM, SEED_SCENE_ITEM
-from shared.tiling import plan_tiles, request_bounds_in
+from shared.tiling import plan_tiles
 
 SEED = json.loads(SEED_PRODUCT_ITEM)
 LIMITS = RequestLimits()
@@ -44,42 +43,41 @@ def plan(**changes: Any) -> Any:
 def reference_tiles(
     bounds: tuple[float, float, float, float], resolution: float, tile_size: float
 ) -> list[TileArea]:
-    """The tiles as odc-geo's `GridSpec.tiles` gives them (what planning made before it counted)."""
-    wanted = request_bounds_in(bounds, "EPSG:3460", "EPSG:3460")
+    """The whole cells the area meets, as odc-geo finds them (`GridSpec.tiles_from_geopolygon`,
+    less those it only touches along an edge), row by row and west to east."""
+    from odc.geo import geom
+
+    wanted = geom.box(*bounds, crs=CRS("EPSG:3460"))
     grid = GridSpec(
         CRS("EPSG:3460"),
         tile_shape=(round(tile_size / resolution),) * 2,
         resolution=resolution,
         origin=XY(0.0, 0.0),
     )
-    snapped = (
-        (wanted.left // resolution) * resolution,
-        (wanted.bottom // resolution) * resolution,
-        -((-wanted.right) // resolution) * resolution,
-        -((-wanted.top) // resolution) * resolution,
-    )
-    areas = []
-    for (ix, iy), tile_box in grid.tiles(wanted):
-        box = tile_box.boundingbox
-        left, bottom = max(box.left, snapped[0]), max(box.bottom, snapped[1])
-        right, top = min(box.right, snapped[2]), min(box.top, snapped[3])
-        if right - left < resolution or top - bottom < resolution:
+    cells = []
+    for (ix, iy), cell in grid.tiles_from_geopolygon(wanted):
+        overlap = cell.extent.intersection(wanted)
+        if overlap.is_empty:
             continue
-        tile = f"x{ix:+04d}y{iy:+04d}".replace("+", "")
-        if (left, bottom, right, top) != tuple(box):
-            tile += "-" + hashlib.sha256(repr((left, bottom, right, top)).encode()).hexdigest()[:6]
-        areas.append(
-            TileArea(
-                tile=tile,
-                crs="EPSG:3460",
-                resolution=resolution,
-                left=left,
-                bottom=bottom,
-                right=right,
-                top=top,
+        west, south, east, north = overlap.boundingbox
+        if min(east - west, north - south) <= 1e-6 * resolution:  # touching, not overlapping
+            continue
+        left, bottom, right, top = cell.boundingbox
+        cells.append(
+            (
+                (iy, ix),
+                TileArea(
+                    tile=f"x{ix:+04d}y{iy:+04d}".replace("+", ""),
+                    crs="EPSG:3460",
+                    resolution=resolution,
+                    left=left,
+                    bottom=bottom,
+                    right=right,
+                    top=top,
+                ),
             )
         )
-    return areas
+    return [area for _order, area in sorted(cells, key=lambda pair: pair[0])]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,7 +106,7 @@ def test_counted_tiles_are_the_grids_tiles_in_the_grids_order(
     for skip in {0, 1, len(expected) // 2, len(expected) - 1}:
         assert list(tiles.areas(skip)) == expected[skip:]
     if expected:
-        assert tiles.largest_tile_pixels == max(area.shape[0] * area.shape[1] for area in expected)
+        assert tiles.largest_tile_pixels == tile_pixels * tile_pixels
 
 
 @given(
@@ -132,11 +130,15 @@ def test_jobs_from_any_point_are_the_rest_of_the_same_jobs(start: int, step: str
     assert [job.job_id for job in job_plan.jobs(start)] == [job.job_id for job in every[start:]]
 
 
-def test_the_seed_request_becomes_the_four_clipped_tiles_the_readme_quotes() -> None:
-    jobs = plan_jobs(request(), tile_size=None, tile_size_pixels=3200)
+def test_the_seed_request_becomes_the_whole_cells_the_readme_quotes() -> None:
+    jobs = plan_jobs(request(), tile_size=None, tile_size_pixels=640)
+    # 7 x 6 whole 19.2 km cells, row by row from the south-west: x110y182 ... x116y187.
     assert [job.area.tile for job in jobs] == [  # type: ignore[union-attr]
-        "x022y036-13f82c", "x023y036-96c679", "x022y037-2d8124", "x023y037-72f563",
-    ]  # fmt: skip
+        f"x{x}y{y}" for y in range(182, 188) for x in range(110, 117)
+    ]
+    # With 96 km cells the same box meets the 2 x 2 cells around it, whole.
+    jobs = plan_jobs(request(), tile_size=None, tile_size_pixels=3200)
+    assert [job.area.tile for job in jobs] == ["x022y036", "x023y036", "x022y037", "x023y037"]  # type: ignore[union-attr]
 
 
 def test_a_request_over_the_job_limit_is_refused_with_the_figure_and_the_setting() -> None:

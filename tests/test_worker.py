@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,12 @@ from tests.processes import (
     wait_until,
 )
 
-# A 6 km x 4.5 km box inside the seed's Fiji box, January to April 2019.
-SMALL_BOX = (2130000.0, 3499700.0, 2136000.0, 3504200.0)
+# Cell x111y182 of the output grid (19.2 km, 640 px at 30 m) inside the seed's Fiji box, and a
+# 6 km x 4.5 km box inside it: either is one job over the whole cell. January to April 2019.
+CELL = (2131200.0, 3494400.0, 2150400.0, 3513600.0)
+SMALL_BOX = (2132000.0, 3499700.0, 2138000.0, 3504200.0)
 ARCHIVE_FROM, ARCHIVE_TO = date(2019, 1, 1), date(2019, 4, 30)
-ARCHIVE_BOX = (2129000.0, 3498000.0, 2146000.0, 3510000.0)
+ARCHIVE_BOX = (CELL[0] - 500, CELL[1] - 500, CELL[2] + 500, CELL[3] + 500)
 
 
 def item(job_code: str = "geomedian", box: tuple[float, ...] = SMALL_BOX, **extra: str) -> str:
@@ -174,19 +176,29 @@ async def test_the_geomedian_written_equals_geomad_on_the_same_masked_cube(
 
     await wait_until(finished, timeout=240)
 
-    # Independently: load the same box, keep clear/water observations whole, run geomad.
+    # Independently: load the same cell as the worker does (reflectance bilinear, pixel_qa
+    # nearest, one observation per solar day at the cell), keep clear/water observations whole,
+    # run geomad.
+    from services.worker.loading import cell_longitude, solar_day_grouping
+    from shared.solar_day import solar_day_at
+
     dc = archive.datacube()
-    geobox = GeoBox.from_bbox(SMALL_BOX, crs="EPSG:3460", resolution=30)
+    geobox = GeoBox.from_bbox(CELL, crs="EPSG:3460", resolution=30)
     bands = ["red", "green", "blue", "nir", "swir1", "swir2"]
     # Searched by latitude: the footprints cross the antimeridian (see product_runner).
     latitudes = geobox.extent.to_crs("EPSG:4326").boundingbox
-    datasets = dc.find_datasets(
-        product="ls8_usgs_sr_scene", time=("2019-01-01", "2019-04-30"),
-        lat=(latitudes.bottom, latitudes.top),
-    )  # fmt: skip
+    longitude = cell_longitude(geobox)
+    datasets = [
+        dataset for dataset in dc.find_datasets(
+            product="ls8_usgs_sr_scene", time=("2018-12-31", "2019-05-01"),
+            lat=(latitudes.bottom, latitudes.top),
+        )
+        if date(2019, 1, 1) <= solar_day_at(dataset.center_time, longitude) <= date(2019, 4, 30)
+    ]  # fmt: skip
     cube = dc.load(
         datasets=datasets, measurements=[*bands, "pixel_qa"], like=geobox,
-        group_by="solar_day", dask_chunks={"time": 1},
+        group_by=solar_day_grouping(longitude), dask_chunks={"time": 1},
+        resampling={"*": "bilinear", "pixel_qa": "nearest"},
     )  # fmt: skip
     good_codes = [322, 386, 834, 898, 1346, 324, 388, 836, 900, 1348]
     good = cube.pixel_qa.isin(good_codes)
@@ -195,8 +207,10 @@ async def test_the_geomedian_written_equals_geomad_on_the_same_masked_cube(
     reflectance = cube[bands].where(good, -9999).astype("int16")
     for band in bands:
         reflectance[band].attrs["nodata"] = -9999
+    # geomad stops iterating when a whole work chunk has converged, so the last unit of a pixel
+    # depends on its chunk: the same 400 px chunks as odc-stats (and the worker) use.
     expected = geomedian_with_mads(
-        reflectance, reshape_strategy="yxbt", scale=1e-4, offset=-1e-4, work_chunks=(200, 200),
+        reflectance, reshape_strategy="yxbt", scale=1e-4, offset=-1e-4, work_chunks=(400, 400),
     ).compute()  # fmt: skip
     for band in ("red", "nir", "swir2"):
         with rasterio.open(next(output.rglob(f"*_{band}.tif"))) as written:
@@ -307,7 +321,7 @@ async def test_a_worker_killed_inside_the_write_is_replaced_and_the_product_comm
     env = worker_env(redis_url, namespace, archive, str(output), CONVEYOR_LEASE_SECONDS="3")
     start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
     doomed = start(services, "doomed", "services.worker", env, tmp_path / "w1.log")
-    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+    await redis_client.rpush("jobProduct", item("geomedian", box=CELL))
     where = await asyncio.to_thread(kill_inside_the_write, output, doomed, 240)
     assert not list(output.rglob("*.odc-metadata.yaml")), "killed after the commit, not inside"
     left_by_the_kill = list(output.rglob(".*.partial"))
@@ -428,7 +442,7 @@ async def test_sigterm_lets_the_running_job_finish_then_exits_zero(
     start(services, "dispatcher", "services.dispatcher", env, tmp_path / "d.log")
     worker = start(services, "worker", "services.worker", env, tmp_path / "w.log")
     await wait_ready(worker)
-    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+    await redis_client.rpush("jobProduct", item("geomedian", box=CELL))
 
     async def running() -> bool:
         return {job.get("state") for job in await job_records(redis_client, keys)} == {"running"}
@@ -529,10 +543,18 @@ async def test_the_local_backend_scales_real_workers_down_without_losing_a_job(
     try:
         await backend.scale("product", 2)
         assert await backend.current_replicas("product") == 2
-        boxes = [
-            (2130000.0 + 1500 * n, 3499700.0, 2131500.0 + 1500 * n, 3501200.0) for n in range(8)
+        # Eight requests for one cell, each a different fortnight: eight distinct datasets.
+        fortnights = [
+            (date(2019, 1, 1) + timedelta(days=15 * n), date(2019, 1, 15) + timedelta(days=15 * n))
+            for n in range(8)
         ]
-        await redis_client.rpush("jobProduct", *(item("ndvi", box=box) for box in boxes))
+        await redis_client.rpush(
+            "jobProduct",
+            *(
+                item("ndvi", time_from=first.isoformat(), time_to=last.isoformat())
+                for first, last in fortnights
+            ),
+        )
 
         async def some_done() -> bool:
             return await finished_requests(redis_client, keys) >= 2
@@ -541,7 +563,7 @@ async def test_the_local_backend_scales_real_workers_down_without_losing_a_job(
         await backend.scale("product", 1)  # SIGTERM to one busy worker: it drains
 
         async def all_done() -> bool:
-            return await finished_requests(redis_client, keys) == len(boxes)
+            return await finished_requests(redis_client, keys) == len(fortnights)
 
         await wait_until(all_done, timeout=300)
         assert await backend.current_replicas("product") == 1
@@ -550,6 +572,6 @@ async def test_the_local_backend_scales_real_workers_down_without_losing_a_job(
     stopped = [worker.returncode for worker in backend.exited]
     assert stopped and all(code == 0 for code in stopped)
     jobs = await job_records(redis_client, keys)
-    assert len(jobs) == len(boxes)
+    assert len(jobs) == len(fortnights)
     assert {job["state"] for job in jobs} == {"done"}
     assert await redis_client.xlen(keys.dead) == 0

@@ -8,7 +8,13 @@ records = generate_archive("ls8_usgs_sr_scene", (2130000, 3499700, 2233300, 3600
                            date(2019, 1, 1), date(2019, 12, 31), Path("archive"),
                            crs="EPSG:3460")
 index_datasets(datacube, [record.metadata_path for record in records])
-expected = truth("ls8_usgs_sr_scene", records[0].solar_day, geobox)
+grid = archive_grid("ls8_usgs_sr_scene", (2130000, 3499700, 2233300, 3600300), "EPSG:3460")
+day, scenes = next(iter(acquisition_days("ls8_usgs_sr_scene", grid, date(2019, 1, 1),
+                                         date(2019, 12, 31)).items()))
+expected = truth("ls8_usgs_sr_scene", day, grid)   # what a nearest load onto `grid` gives
+
+Scenes are on their native grids (Landsat: UTM zone of the scene, pixel corners on 15 + 30k m;
+Sentinel-2: MGRS tiles), and one longitude/latitude ground raster lies under all of them.
 """
 
 from devtools.archive.catalogue import PRODUCTS, product_definition, product_definitions

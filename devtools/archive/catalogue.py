@@ -129,6 +129,18 @@ class ProductSpec:
         return self.resolution
 
     @property
+    def coarsest_resolution(self) -> int:
+        """The coarsest band's pixel size: every native grid's edges fall on its multiples."""
+        return max(self.band_resolution(band) for band in self.measurements)
+
+    @property
+    def pixel_corner(self) -> float:
+        """Where native pixel corners fall in UTM, modulo the pixel size: USGS grids Landsat
+        with corners on 15 + 30k metres (centres on multiples of 30); ESA's MGRS tiles have
+        corners on multiples of 60 m."""
+        return 15.0 if self.family == "landsat" else 0.0
+
+    @property
     def measurements(self) -> tuple[str, ...]:
         return (*self.bands, self.qa_band)
 

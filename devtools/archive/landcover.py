@@ -1,8 +1,9 @@
 """The ground: sea, lakes, vegetation with a seasonal cycle, bare soil and towns.
 
-Land cover is static and a pure function of map coordinates (see `noise`); reflectance is
-`base + vigour * amplitude * season(day)` per band, so a date costs two passes per band.
-Spectra are typical surface reflectances x 10000 (USGS/ESA conventions).
+Land cover is static and a pure function of longitude and latitude on the ground raster (see
+`ground` and `noise`); reflectance is `base + vigour * amplitude * season(day)` per band, so a
+date costs two passes per band. Spectra are typical surface reflectances x 10000 (USGS/ESA
+conventions). Feature sizes are given in metres and turned into degrees of the ground raster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy.typing as npt
 from odc.geo import CRS
 
 from devtools.archive.catalogue import LANDSAT_BANDS, SENTINEL2_BANDS
+from devtools.archive.ground import degrees
 from devtools.archive.noise import (
     Field,
     Floats,
@@ -81,6 +83,16 @@ class Land:
             amplitude=self.amplitude,
         )
 
+    def take(self, flat: npt.NDArray[np.int64]) -> Land:
+        """The ground at positions `flat` of these (flattened) arrays, shaped like `flat`."""
+        return Land(
+            cover=np.take(self.cover, flat),
+            vigour=np.take(self.vigour, flat),
+            rugged=np.take(self.rugged, flat),
+            base={band: np.take(values, flat) for band, values in self.base.items()},
+            amplitude=self.amplitude,
+        )
+
     @property
     def water(self) -> npt.NDArray[np.bool_]:
         return (self.cover == Cover.SEA) | (self.cover == Cover.LAKE)
@@ -89,16 +101,17 @@ class Land:
 def make_land(
     xs: Floats, ys: Floats, resolution: float, bands: tuple[str, ...], seed: int, gain: float = 1.0
 ) -> Land:
-    """The ground under pixel centres `xs` x `ys` (a `resolution` grid) for `bands`."""
+    """The ground under ground-raster centres `xs` (longitudes) x `ys` (latitudes), whose pixels
+    are `resolution` degrees, for `bands`."""
     f32 = np.float32
-    elevation = fractal_noise(xs, ys, 30_000.0, stable_key(seed, "elevation"), octaves=6)
-    moisture = fractal_noise(xs, ys, 9_000.0, stable_key(seed, "moisture"), octaves=3)
+    elevation = fractal_noise(xs, ys, degrees(30_000.0), stable_key(seed, "elevation"), octaves=6)
+    moisture = fractal_noise(xs, ys, degrees(9_000.0), stable_key(seed, "moisture"), octaves=3)
     fields = {
         "elevation": elevation,
         "moisture": moisture,
-        "lake_noise": value_noise(xs, ys, 2_400.0, stable_key(seed, "lakes")),
-        "town_noise": fractal_noise(xs, ys, 5_000.0, stable_key(seed, "towns"), octaves=3),
-        "rugged_noise": value_noise(xs, ys, 1_200.0, stable_key(seed, "rugged")),
+        "lake_noise": value_noise(xs, ys, degrees(2_400.0), stable_key(seed, "lakes")),
+        "town_noise": fractal_noise(xs, ys, degrees(5_000.0), stable_key(seed, "towns"), octaves=3),
+        "rugged_noise": value_noise(xs, ys, degrees(1_200.0), stable_key(seed, "rugged")),
         "sea_level": SEA_LEVEL,
     }
     sea = evaluate("elevation < sea_level", **fields)
@@ -140,7 +153,7 @@ def make_land(
         calm=f32(0.03),
         patchy=f32(0.22),
         grainy=f32(0.08),
-        patches=value_noise(xs, ys, 450.0, stable_key(seed, "patches")),
+        patches=value_noise(xs, ys, degrees(450.0), stable_key(seed, "patches")),
         speckle=pixel_noise(xs, ys, resolution, stable_key(seed, "speckle")),
         one=f32(1.0),
         half=f32(0.5),

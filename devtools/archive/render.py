@@ -1,7 +1,9 @@
-"""A day's pixels on a grid: the ground, the sky over it, the footprint, and the QA encoding.
+"""A pass's pixels: the ground, the sky over it, the footprint, and the QA encoding.
 
 `render` is used both to write scenes and to recompute their truth, so what the tests compare
-against is the very function that made the files.
+against is the very function that made the files. It works pixel by pixel on whatever ground and
+sky lie under each native pixel, so a scene's grid and a truth's arbitrary points go through the
+same arithmetic.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,8 +19,8 @@ import numpy.typing as npt
 from devtools.archive.catalogue import LANDSAT7_SLC_OFF, ProductSpec
 from devtools.archive.footprints import ScenePlan, inside_footprint
 from devtools.archive.landcover import SENSOR_GAIN, Cover, Land, clear_sky, season
-from devtools.archive.noise import Floats, evaluate, unit_scalar
-from devtools.archive.sky import CIRRUS_HAZE, CLOUD_COLOUR, SHADOW_FACTOR, Sky, Weather, make_sky
+from devtools.archive.noise import evaluate, unit_scalar
+from devtools.archive.sky import CIRRUS_HAZE, CLOUD_COLOUR, SHADOW_FACTOR, Sky
 
 # USGS Collection-1 SR pixel_qa bits.
 QA_FILL = 1
@@ -79,18 +82,23 @@ class Rendered:
         )
 
 
-def seen(plans: Sequence[ScenePlan], xs: Floats, ys: Floats) -> npt.NDArray[np.bool_]:
-    """Pixels any of the scenes saw (ETM+ gaps excluded)."""
-    valid = np.zeros((ys.size, xs.size), dtype=bool)
+def seen(plans: Sequence[ScenePlan], xs: Any, ys: Any) -> npt.NDArray[np.bool_]:
+    """Native pixel centres any of the scenes saw (ETM+ gaps excluded); all plans share a CRS.
+
+    `xs`, `ys` broadcast (a row of x and a column of y for a grid, or two arrays of points).
+    """
+    valid: npt.NDArray[np.bool_] | None = None
     for plan in plans:
         inside = inside_footprint(plan, xs, ys)
         if plan.product.name == "ls7_usgs_sr_scene" and plan.solar_day > LANDSAT7_SLC_OFF:
             inside &= ~_slc_gaps(plan, xs, ys)
-        valid |= inside
+        valid = inside if valid is None else valid | inside
+    if valid is None:
+        return np.zeros(np.broadcast_shapes(np.shape(ys), np.shape(xs)), dtype=bool)
     return valid
 
 
-def _slc_gaps(plan: ScenePlan, xs: Floats, ys: Floats) -> npt.NDArray[np.bool_]:
+def _slc_gaps(plan: ScenePlan, xs: Any, ys: Any) -> npt.NDArray[np.bool_]:
     """Wedge-shaped stripes: none at the scene's centre line, widest at the swath edges."""
     track = plan.track
     return evaluate(
@@ -105,25 +113,25 @@ def _slc_gaps(plan: ScenePlan, xs: Floats, ys: Floats) -> npt.NDArray[np.bool_]:
 
 def render(
     product: ProductSpec,
-    plans: Sequence[ScenePlan],
+    platform: str,
     day: date,
     measurements: Sequence[str],
-    xs: Floats,
-    ys: Floats,
     land: Land,
-    day_weather: Weather,
+    sky: Sky,
+    valid: npt.NDArray[np.bool_],
     seed: int,
     southern: bool,
     *,
     with_surface: bool = True,
 ) -> Rendered:
-    """`measurements` (all on this grid) for the day, seen by `plans` (all flying that day)."""
-    platform = plans[0].platform.name if plans else product.platforms[0].name
+    """`measurements` (all of one resolution) of a pass on `day`, pixel by pixel.
+
+    `land` and `sky` are what lies under each pixel (sampled from the ground raster) and
+    `valid` says which pixels a scene saw; the arrays have any one shape.
+    """
     bands = [m for m in measurements if m != product.qa_band]
     day_season = season(day, southern)
     sensor_gain = SENSOR_GAIN.get(platform, 1.0)
-    valid = seen(plans, xs, ys)
-    sky = make_sky(xs, ys, day_weather)
     blend = _Blend.of(product, sky, valid)
     values: dict[str, np.ndarray] = {}
     surface: dict[str, np.ndarray] = {}

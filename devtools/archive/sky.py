@@ -2,7 +2,9 @@
 
 Clouds are thresholded fractal noise keyed by the solar day, so two products flying the same
 day see the same clouds. A shadow is the cloud field moved by a per-day offset (cloud height and
-sun position), which is again a pure function of coordinates.
+sun position), which is again a pure function of coordinates. The sky is made on the ground
+raster (longitude and latitude, see `ground`) and each scene samples it, so scenes of one pass in
+two UTM zones see the same clouds.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
+from devtools.archive.ground import METRES_PER_DEGREE, GroundWindow, degrees
 from devtools.archive.noise import (
     Field,
-    Floats,
     fractal_noise,
     stable_key,
     unit_scalar,
     value_noise,
 )
 
-CLOUD_CELL_M = 14_000.0
-CIRRUS_CELL_M = 20_000.0
+CLOUD_CELL = degrees(14_000.0)
+CIRRUS_CELL = degrees(20_000.0)
 # Quantiles of the cloud field (4 octaves): the threshold leaving `share` of the sky cloudy.
 _CLOUD_FIELD_QUANTILES = (
     (0.0, 0.80),
@@ -43,7 +45,8 @@ _CLOUD_FIELD_QUANTILES = (
 )
 HIGH_CONFIDENCE_MARGIN = np.float32(0.03)
 EDGE_MARGIN = np.float32(0.02)
-SHADOW_STEP_M = 60  # offsets are whole pixels of every grid (10, 20, 30 and 60 m)
+# Offsets are whole pixels of every ground raster (2 arcseconds: the 60 m raster's pixel).
+SHADOW_STEP = 1.0 / 1800
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Weather:
     day: date
     cloud_share: float  # expected cloudy fraction
     cloud_threshold: float
-    shadow_dx: float
+    shadow_dx: float  # degrees
     shadow_dy: float
     cirrus: bool
     cloud_key: int
@@ -84,8 +87,10 @@ def weather(day: date, seed: int, southern: bool) -> Weather:
         day=day,
         cloud_share=share,
         cloud_threshold=_threshold(share),
-        shadow_dx=SHADOW_STEP_M * round(distance * math.sin(bearing) / SHADOW_STEP_M),
-        shadow_dy=SHADOW_STEP_M * round(distance * math.cos(bearing) / SHADOW_STEP_M),
+        shadow_dx=SHADOW_STEP
+        * round(math.sin(bearing) * distance / METRES_PER_DEGREE / SHADOW_STEP),
+        shadow_dy=SHADOW_STEP
+        * round(math.cos(bearing) * distance / METRES_PER_DEGREE / SHADOW_STEP),
         cirrus=unit_scalar(seed, "cirrus", day.isoformat()) < 0.3,
         cloud_key=stable_key(seed, "clouds", day.isoformat()),
         cirrus_key=stable_key(seed, "cirrus field", day.isoformat()),
@@ -103,50 +108,52 @@ class Sky:
     cirrus: npt.NDArray[np.bool_]
     brightness: Field  # cloud-top reflectance x 10000 where cloud
 
+    def take(self, flat: npt.NDArray[np.int64]) -> Sky:
+        """The sky at positions `flat` of these (flattened) arrays, shaped like `flat`."""
+        return Sky(
+            cloud=np.take(self.cloud, flat),
+            cloud_high=np.take(self.cloud_high, flat),
+            cloud_edge=np.take(self.cloud_edge, flat),
+            shadow=np.take(self.shadow, flat),
+            cirrus=np.take(self.cirrus, flat),
+            brightness=np.take(self.brightness, flat),
+        )
 
-def _field_on_shifted_grid(
-    xs: Floats, ys: Floats, dx: float, dy: float, key: int
-) -> tuple[Field, Field]:
-    """The cloud field at the pixels and at the pixels moved by (-dx, -dy), in one evaluation."""
-    union_x = np.union1d(xs, xs - dx)
-    union_y = np.union1d(ys, ys - dy)
-    field = fractal_noise(union_x, union_y, CLOUD_CELL_M, key, octaves=4)
-    here = _take(field, union_x, union_y, xs, ys)
-    there = _take(field, union_x, union_y, xs - dx, ys - dy)
+
+def _field_with_shadow(window: GroundWindow, day_weather: Weather) -> tuple[Field, Field]:
+    """The cloud field over the window, and at each pixel's shadow source, in one evaluation.
+
+    A shadow falls (dx, dy) from its cloud, so a pixel is shaded when the cloud field is set
+    `dx` degrees west and `dy` south of it: `kx` columns west and `ky` rows south on the ground
+    raster (the offsets are whole pixels of every ground raster).
+    """
+    kx = round(day_weather.shadow_dx * window.per_degree)
+    ky = round(day_weather.shadow_dy * window.per_degree)
+    top, left = min(0, ky), min(0, -kx)
+    union = GroundWindow(
+        per_degree=window.per_degree,
+        row=window.row + top,
+        rows=window.rows + abs(ky),
+        column=(window.column + left) % (360 * window.per_degree),
+        columns=window.columns + abs(kx),
+    )
+    field = fractal_noise(
+        union.longitudes(), union.latitudes(), CLOUD_CELL, day_weather.cloud_key, octaves=4
+    )
+    rows, columns = -top, -left
+    here = field[rows : rows + window.rows, columns : columns + window.columns]
+    there = field[rows + ky : rows + ky + window.rows, columns - kx : columns - kx + window.columns]
     return here, there
 
 
-def _take(field: Field, union_x: Floats, union_y: Floats, xs: Floats, ys: Floats) -> Field:
-    columns = np.searchsorted(union_x, xs)
-    rows = np.searchsorted(union_y, ys)
-    # Grids are sorted; contiguous runs (the usual case) are views, not copies.
-    column_slice = _as_slice(columns)
-    row_slice = _as_slice(rows)
-    if column_slice is not None and row_slice is not None:
-        return field[row_slice, column_slice]
-    return field[np.ix_(rows, columns)]
-
-
-def _as_slice(index: npt.NDArray[np.int64]) -> slice | None:
-    if index.size == 0:
-        return slice(0, 0)
-    first, last = int(index[0]), int(index[-1])
-    if last - first + 1 == index.size and np.all(np.diff(index) == 1):
-        return slice(first, last + 1)
-    if last - first == -(index.size - 1) and np.all(np.diff(index) == -1):
-        return slice(first, last - 1 if last > 0 else None, -1)
-    return None
-
-
-def make_sky(xs: Floats, ys: Floats, day_weather: Weather) -> Sky:
-    shape = (ys.size, xs.size)
+def make_sky(window: GroundWindow, day_weather: Weather) -> Sky:
+    """The day's sky over a window of the ground raster."""
+    shape = window.shape
     if day_weather.cloud_share <= 0:
         nothing = np.zeros(shape, dtype=bool)
-        cirrus = _cirrus(xs, ys, day_weather)
+        cirrus = _cirrus(window, day_weather)
         return Sky(nothing, nothing, nothing, nothing, cirrus, np.zeros(shape, np.float32))
-    here, there = _field_on_shifted_grid(
-        xs, ys, day_weather.shadow_dx, day_weather.shadow_dy, day_weather.cloud_key
-    )
+    here, there = _field_with_shadow(window, day_weather)
     threshold = np.float32(day_weather.cloud_threshold)
     cloud = here > threshold
     cloud_high = here > threshold + HIGH_CONFIDENCE_MARGIN
@@ -155,13 +162,15 @@ def make_sky(xs: Floats, ys: Floats, day_weather: Weather) -> Sky:
     brightness = np.clip((here - threshold) * np.float32(40.0), 0.0, 1.0).astype(np.float32)
     brightness *= np.float32(5000.0)
     brightness += np.float32(2600.0)
-    return Sky(cloud, cloud_high, cloud_edge, shadow, _cirrus(xs, ys, day_weather), brightness)
+    return Sky(cloud, cloud_high, cloud_edge, shadow, _cirrus(window, day_weather), brightness)
 
 
-def _cirrus(xs: Floats, ys: Floats, day_weather: Weather) -> npt.NDArray[np.bool_]:
+def _cirrus(window: GroundWindow, day_weather: Weather) -> npt.NDArray[np.bool_]:
     if not day_weather.cirrus:
-        return np.zeros((ys.size, xs.size), dtype=bool)
-    field = value_noise(xs, ys, CIRRUS_CELL_M, day_weather.cirrus_key)
+        return np.zeros(window.shape, dtype=bool)
+    field = value_noise(
+        window.longitudes(), window.latitudes(), CIRRUS_CELL, day_weather.cirrus_key
+    )
     return field > np.float32(0.62)
 
 

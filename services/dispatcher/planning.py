@@ -24,7 +24,7 @@ from shared.jobs import (
 )
 from shared.limits import LimitExceeded, RequestLimits, check_limit, figure, setting_name
 from shared.messages import ProductRequest, Request, SceneRequest
-from shared.tiling import TilePlan, area_pixels, plan_tiles, whole_area
+from shared.tiling import CellPlan, area_pixels, grid_anchor, plan_tiles, whole_area
 
 RequestCheck = Callable[[ProductRequest], None]
 
@@ -34,7 +34,7 @@ class JobPlan:
     """The jobs of one request: tiles (or one whole-box area) x periods, or one scene."""
 
     request: Request
-    tiles: TilePlan | None = None
+    tiles: CellPlan | None = None
     whole: TileArea | None = None
     periods: int = 1
 
@@ -93,8 +93,10 @@ def plan_request(
 ) -> JobPlan:
     """The plan of a request, counted but not made.
 
-    A request with `naming: legacy` is one job over its whole box, as the original made it.
-    `check` raises `InvalidRequest` when no product plugin can serve the request.
+    A product request becomes the whole cells of its output grid that its area meets (see
+    `shared.tiling`: one product, one grid); a request with `naming: legacy` is one job over its
+    whole box, as the original made it. `check` raises `InvalidRequest` when no product plugin
+    can serve the request.
     """
     if isinstance(request, SceneRequest):
         return JobPlan(request)
@@ -103,11 +105,16 @@ def plan_request(
     resolution = request.output_resolution
     size = tile_size if tile_size is not None else tile_size_pixels * resolution
     periods = count_periods(request.time_from, request.time_to, request.time_step)
+    anchor = grid_anchor(request.product, request.output_crs)
     if request.naming == "legacy":
         # The original names carry the request's box, so the original made one output per box.
-        whole = whole_area(request.area_bounds, request.area_crs, request.output_crs, resolution)
+        whole = whole_area(
+            request.area_bounds, request.area_crs, request.output_crs, resolution, anchor=anchor
+        )
         return JobPlan(request, whole=whole, periods=periods)
-    tiles = plan_tiles(request.area_bounds, request.area_crs, request.output_crs, resolution, size)
+    tiles = plan_tiles(
+        request.area_bounds, request.area_crs, request.output_crs, resolution, size, anchor=anchor
+    )
     if tiles.count == 0:
         raise InvalidRequest(
             f"the area holds no whole pixel at resolution {resolution} in {request.output_crs}"

@@ -10,8 +10,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from datetime import time as day_time
 from typing import Any
 
 import structlog
@@ -149,27 +147,32 @@ class ProductRunner:
         )
 
     def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
-        """Datasets of the period whose footprint meets the tile.
+        """Datasets whose footprint meets the cell and whose solar day (at the cell) is in the
+        period.
 
-        The index is searched by time and latitude only, then footprints are intersected in the
-        tile's own CRS: datacube 1.9 stores a longitude range for a dataset that crosses the
-        antimeridian (as Fiji's do) that spans the wrong way round the globe, so a lon/lat
-        search misses them.
+        The index is searched by time (a day wider than the period: see `loading`) and
+        latitude only, then footprints are intersected in the cell's own CRS: datacube 1.9
+        stores a longitude range for a dataset that crosses the antimeridian (as Fiji's do)
+        that spans the wrong way round the globe, so a lon/lat search misses them.
         """
-        from odc.geo.geobox import GeoBox
+        from services.worker.loading import cell_longitude, in_period, search_times
+        from shared.tiling import area_geobox
 
-        geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
-        tile = geobox.extent
-        latitudes = tile.to_crs("EPSG:4326").boundingbox
-        start = datetime.combine(job.period.start, day_time.min, tzinfo=UTC)
-        end = datetime.combine(job.period.end, day_time.max, tzinfo=UTC)
+        geobox = area_geobox(job.area)
+        cell = geobox.extent
+        longitude = cell_longitude(geobox)
+        latitudes = cell.to_crs("EPSG:4326").boundingbox
         candidates = self.datacube().find_datasets(
-            product=job.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
+            product=job.product,
+            time=search_times(job.period.start, job.period.end),
+            lat=(latitudes.bottom, latitudes.top),
         )
         return [
             dataset
             for dataset in candidates
-            if dataset.extent is not None and dataset.extent.to_crs(tile.crs).intersects(tile)
+            if dataset.extent is not None
+            and in_period(dataset, job.period.start, job.period.end, longitude)
+            and dataset.extent.to_crs(cell.crs).intersects(cell)
         ]
 
     def _load(
@@ -179,16 +182,19 @@ class ProductRunner:
         measurements: Sequence[str],
         resampling: Mapping[str, str] | str = "nearest",
     ) -> Any:
-        from odc.geo.geobox import GeoBox
+        """The cell's cube, each band resampled as the product says (reflectance interpolated,
+        masks nearest), scenes of one pass fused into one solar-day observation."""
+        from services.worker.loading import cell_longitude, solar_day_grouping
+        from shared.tiling import area_geobox
 
-        geobox = GeoBox.from_bbox(job.area.bounds, crs=job.area.crs, resolution=job.area.resolution)
+        geobox = area_geobox(job.area)
         chunk = self.settings.default_chunk_pixels
         chunks = {"time": 1, "y": chunk, "x": chunk} | job.dask_chunks
         return self.datacube().load(
             datasets=list(datasets),
             measurements=list(measurements),
             like=geobox,
-            group_by="solar_day",
+            group_by=solar_day_grouping(cell_longitude(geobox)),
             dask_chunks=chunks,
             resampling=dict(resampling) if not isinstance(resampling, str) else resampling,
         )

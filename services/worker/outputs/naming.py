@@ -35,7 +35,8 @@ from odc.geo.crs import CRS
 from services.worker.outputs.spec import OutputSpec
 from shared.catalogue import INPUT_PRODUCTS
 
-# A tile clipped to a request's box carries a hash of its bounds: `x022y036-1a2b3c`.
+# A cell of the output grid (`x110y182`); ids of tiles once clipped to a request's box carry a
+# hash of their bounds (`x022y036-1a2b3c`) and still name their folders.
 TILE_PARTS = re.compile(r"^(?P<x>x-?\d+)(?P<y>y-?\d+(?:-[0-9a-f]+)?)$")
 MATURITY = "final"
 BAND_EXTENSION = "tif"

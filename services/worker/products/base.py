@@ -85,7 +85,7 @@ class Product(ABC):
     #: Options this product understands besides `time_step`.
     accepted_options: ClassVar[frozenset[str]] = frozenset()
     #: How reflectance is resampled onto the output grid when the scenes' grid differs.
-    reflectance_resampling: ClassVar[Resampling] = "nearest"
+    reflectance_resampling: ClassVar[Resampling] = "bilinear"
 
     def measurements(self, sensor: Sensor) -> list[str]:
         """The datacube measurements to load: the inputs as `sensor` names them, and its mask."""
