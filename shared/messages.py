@@ -86,18 +86,27 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
+#: How a number may be spelt: decimal, with an optional sign, point and exponent (`float` also
+#: takes underscores, `nan`, `infinity` and surrounding whitespace of every kind).
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _number(value: Any) -> Any:
     """A finite float from a number or its spelling; NaN, infinities and overflow refused."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
     if isinstance(value, str):
-        text = value.strip()
+        # Only spaces around a number: `float` would also drop control characters (`"0\x1f"`),
+        # which no number spelling holds.
+        text = value.strip(" ")
         if len(text) > MAX_NUMBER_TEXT:
             raise ValueError(f"{_shown(value)} is not a number (too long)")
         try:
             number = float(text)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{_shown(value)} is not a number") from None
+        if math.isfinite(number) and not _NUMBER_TEXT.fullmatch(text):
+            raise ValueError(f"{_shown(value)} is not a number (expected e.g. 2130000.0)")
     elif isinstance(value, int):
         try:
             number = float(value)

@@ -31,10 +31,11 @@ ARCHIVE_PRODUCT = "ls8_usgs_sr_scene"
 ARCHIVE_BOX = (2129000.0, 3498000.0, 2146000.0, 3510000.0)
 ARCHIVE_FROM, ARCHIVE_TO = date(2019, 1, 1), date(2019, 4, 30)
 
-# 3 km x 3 km (100 x 100 px at 30 m): one tile at the default tile size, quick to compute.
-SMALL_BOX = (2130000.0, 3501000.0, 2133000.0, 3504000.0)
-# With CONVEYOR_TILE_SIZE=3000 the box x 2130000-2139000 is exactly tiles x710, x711 and x712.
+# The end-to-end services cut their output grid in 3 km cells (100 x 100 px at 30 m), quick to
+# compute: SMALL_BOX is exactly cell x710y1167, and the box x 2130000-2139000 is exactly cells
+# x710, x711 and x712.
 TILE_SIZE = "3000"
+SMALL_BOX = (2130000.0, 3501000.0, 2133000.0, 3504000.0)
 
 
 def tiled_box(tiles: int) -> tuple[float, float, float, float]:
@@ -95,6 +96,7 @@ def worker_env(
         "CONVEYOR_OUTPUT_URL": output,
         "CONVEYOR_DASK_THREADS": "1",
         "CONVEYOR_RETRY_BACKOFF_SECONDS": "0.2",
+        "CONVEYOR_TILE_SIZE": TILE_SIZE,
         **archive.environment,
     }
     return service_env(redis_url, namespace, **(settings | extra))

@@ -69,8 +69,9 @@ SIXTY_SIX_TILES = {
 
 
 def product_item(number: int, run: str) -> dict[str, Any]:
-    """A valid one-tile request (3 km square inside the seed box), unique by its prefix."""
-    x = 2130000 + (number % 30) * 3000
+    """A valid one-cell request (a 3 km square inside one 19.2 km cell of the seed box), unique
+    by its prefix."""
+    x = 2131200 + (number % 30) // 6 * 19200 + (number % 6) * 3000
     return {
         "job_code": "geomedian",
         "product": "ls8_usgs_sr_scene",

@@ -308,7 +308,11 @@ async def test_a_resubmission_after_the_dedupe_ttl_is_a_clean_new_run(
         redis_url, namespace, CONVEYOR_BLOCK_MS="50", CONVEYOR_DEDUPE_TTL_SECONDS="1",
         CONVEYOR_DB_URL=empty_index, CONVEYOR_OUTPUT_URL=str(tmp_path / "out"),
     )  # fmt: skip
-    item = SEED | {"query_x_to": "2136000.0", "query_y_to": "3505700.0", "prefix": "rerun"}
+    # One cell of the grid (x111y182), so one job.
+    item = SEED | {
+        "query_x_from": "2132000.0", "query_x_to": "2136000.0", "query_y_to": "3505700.0",
+        "prefix": "rerun",
+    }  # fmt: skip
     request_id = parsed(item).request_id
     services: list[ServiceProcess] = []
     try:

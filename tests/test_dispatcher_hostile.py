@@ -120,7 +120,8 @@ async def test_requests_over_a_limit_are_dead_lettered_at_once_naming_the_figure
     redis_client: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
     keys = Keys(namespace)
-    service, client = make_dispatcher(redis_url, namespace)
+    # 96 km cells, as the request was first made: 66 cells x 1,826 days.
+    service, client = make_dispatcher(redis_url, namespace, tile_size_pixels=3200)
     daily_for_five_years = SEED | SIXTY_SIX_TILES | {
         "job_code": "shoreline", "time_from": "2015-01-01", "time_to": "2019-12-31",
         "time_step": "1D",
@@ -193,7 +194,7 @@ async def test_items_naming_a_place_the_operator_has_not_allowed_are_refused(
     assert errors[2].startswith("source '/etc' is not an allowed scene archive")
     assert errors[3].startswith("source 's3://other-archive/s2' is not an allowed scene archive")
     assert "CONVEYOR_ALLOWED_ARD_SOURCES" in errors[3]
-    assert len(await jobs_in(redis_client, keys.jobs("product"))) == 8  # 4 tiles x 2 requests
+    assert len(await jobs_in(redis_client, keys.jobs("product"))) == 2 * 42  # 42 cells x 2
     assert len(await jobs_in(redis_client, keys.jobs("ard"))) == 3
     await client.aclose()
 

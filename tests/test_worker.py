@@ -375,7 +375,7 @@ async def test_a_drained_workers_job_is_taken_by_another_worker_at_once(
     draining = start(
         services, "draining", "services.worker", env, tmp_path / "w1.log", "--consumer", "draining"
     )
-    await redis_client.rpush("jobProduct", item("geomedian", box=ARCHIVE_BOX))
+    await redis_client.rpush("jobProduct", item("geomedian", box=CELL))
 
     async def running() -> bool:
         return {job.get("worker") for job in await job_records(redis_client, keys)} == {"draining"}

@@ -180,10 +180,11 @@ class ProductRunner:
         job: ProductJob,
         datasets: Sequence[Any],
         measurements: Sequence[str],
-        resampling: Mapping[str, str] | str = "nearest",
+        resampling: Mapping[str, str] | str | None = None,
     ) -> Any:
         """The cell's cube, each band resampled as the product says (reflectance interpolated,
-        masks nearest), scenes of one pass fused into one solar-day observation."""
+        masks nearest: `Product.load_resampling`), scenes of one pass fused into one solar-day
+        observation."""
         from services.worker.loading import cell_longitude, solar_day_grouping
         from shared.tiling import area_geobox
 
@@ -196,7 +197,13 @@ class ProductRunner:
             like=geobox,
             group_by=solar_day_grouping(cell_longitude(geobox)),
             dask_chunks=chunks,
-            resampling=dict(resampling) if not isinstance(resampling, str) else resampling,
+            resampling=(
+                get_product(job.job_code).load_resampling(sensor_for(job.product))
+                if resampling is None
+                else resampling
+                if isinstance(resampling, str)
+                else dict(resampling)
+            ),
         )
 
     async def _index(
