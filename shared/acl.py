@@ -9,9 +9,9 @@ tests/test_acl.py checks the shipped files against what this module renders.
 Each grant becomes one ACL selector `(~key … +command …)`: a command is allowed only on the keys
 of a grant that names it, so e.g. a worker may `XADD` to the results and dead-letter streams and
 to the `ard` pool's stream (expanding a water classification search), but not to the events or
-the `product` pool's stream. Nothing else is allowed: no user runs `FLUSHALL`, `CONFIG`, `ACL`, `KEYS`,
-`DEBUG`, `SHUTDOWN` or `MODULE`, and none subscribes to channels. Scripts run with their caller's
-permissions, so each user has the commands its scripts call.
+the `product` pool's stream. Nothing else is allowed: no user runs `FLUSHALL`, `CONFIG`, `ACL`,
+`KEYS`, `DEBUG`, `SHUTDOWN` or `MODULE`, and none subscribes to channels. Scripts run with their
+caller's permissions, so each user has the commands its scripts call.
 """
 
 from __future__ import annotations

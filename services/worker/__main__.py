@@ -23,12 +23,15 @@ from shared.logging import configure_logging
 from shared.redis_connection import open_queue
 
 
-def build_runners(settings: WorkerSettings) -> dict[str, Any]:
+def build_runners(settings: WorkerSettings, redis: Any) -> dict[str, Any]:
+    """The runner of each job kind the pool serves; `redis` is the queue, for runners that add
+    jobs (a water classification search adds a job per scene)."""
     import_plugin_modules(settings.plugin_modules)
     if settings.pool == "ard":
         from services.worker.ard.runner import SceneRunner
+        from services.worker.water.runner import WaterRunner
 
-        return {"scene": SceneRunner(settings)}
+        return {"scene": SceneRunner(settings), "water": WaterRunner(settings, redis)}
     from services.worker.product_runner import ProductRunner
 
     return {"product": ProductRunner(settings)}
@@ -37,8 +40,8 @@ def build_runners(settings: WorkerSettings) -> dict[str, Any]:
 async def serve(settings: WorkerSettings) -> None:
     from services.worker.service import Worker
 
-    runners = build_runners(settings)
     async with open_queue(settings) as redis:
+        runners = build_runners(settings, redis)
         worker = Worker(redis, settings, runners)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
