@@ -562,6 +562,8 @@ def check_plugin(
 WATER_CLASSIFICATION = "water_classification"
 #: What it reads: the WOfS classifier's bands (the mask band is always read too).
 WATER_CLASSIFICATION_INPUTS: tuple[str, ...] = _WOFS_BANDS
+#: Its one band: uint8 WOfS bit flags, nodata 1.
+WATER_CLASSIFICATION_BAND = "water"
 
 
 def water_classification_product(product: str) -> str:

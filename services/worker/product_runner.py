@@ -30,6 +30,7 @@ from services.worker.outputs import (
     write_product,
 )
 from services.worker.products import ProductContext, get_product, sensor_for
+from services.worker.products.base import DerivedFrom
 from services.worker.service import JobOutcome
 from services.worker.settings import WorkerSettings
 from shared.catalogue import short_name
@@ -38,6 +39,12 @@ from shared.errors import NoData, Permanent
 from shared.jobs import Job, ProductJob
 
 log = structlog.get_logger(__name__)
+
+
+class MissingInputs(Permanent):
+    """The job counts datasets made from others, and some of those were never made."""
+
+    reason = "inputs_missing"
 
 
 def output_product_name(job: ProductJob) -> str:
@@ -101,19 +108,23 @@ class ProductRunner:
                 return JobOutcome(state="skipped", destination=destination.kind)
 
             started = time.monotonic()
-            datasets = await asyncio.to_thread(self._find_datasets, job)
+            plan = product.load_plan(sensor, job.options)
+            datasets = await asyncio.to_thread(self._find_datasets, job, plan.product)
             if not datasets:
                 raise NoData(
-                    f"no {job.product} datasets between {job.period.start} and {job.period.end} "
-                    f"over tile {job.area.tile}"
+                    f"no {plan.product} datasets between {job.period.start} and "
+                    f"{job.period.end} over tile {job.area.tile}"
+                )
+            if plan.derived_from is not None:
+                await asyncio.to_thread(
+                    self._check_derived, job, plan.product, plan.derived_from, datasets
                 )
             # Lazy: pixels are read as the computation consumes them, a few chunks at a time
             # (persisting the cube first held all of it, and then its masked copy, at once). So
             # "load" is finding the datasets and planning the read; reading counts as compute.
             cube = await asyncio.to_thread(
-                self._load, job, datasets, product.measurements(sensor),
-                product.load_resampling(sensor),
-            )  # fmt: skip
+                self._load, job, datasets, plan.measurements, plan.resampling
+            )
             stages["load"] = time.monotonic() - started
 
             started = time.monotonic()
@@ -148,8 +159,9 @@ class ProductRunner:
             },
         )
 
-    def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
-        """Datasets of the period whose footprint meets the tile.
+    def _find_datasets(self, job: ProductJob, product: str | None = None) -> Sequence[Any]:
+        """Datasets of `product` (default the job's) in the period whose footprint meets the
+        tile.
 
         The index is searched by time and latitude only, then footprints are intersected in the
         tile's own CRS: datacube 1.9 stores a longitude range for a dataset that crosses the
@@ -164,13 +176,33 @@ class ProductRunner:
         start = datetime.combine(job.period.start, day_time.min, tzinfo=UTC)
         end = datetime.combine(job.period.end, day_time.max, tzinfo=UTC)
         candidates = self.datacube().find_datasets(
-            product=job.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
+            product=product or job.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
         )
         return [
             dataset
             for dataset in candidates
             if dataset.extent is not None and dataset.extent.to_crs(tile.crs).intersects(tile)
         ]
+
+    def _check_derived(
+        self, job: ProductJob, product: str, derived: DerivedFrom, datasets: Sequence[Any]
+    ) -> None:
+        """Every dataset of `derived.product` the tile and period hold has its `product`
+        dataset among `datasets`, or `MissingInputs` says which do not."""
+        present = {str(dataset.id) for dataset in datasets}
+        sources = self._find_datasets(job, derived.product)
+        missing = [
+            str(source.id)
+            for source in sources
+            if str(derived.dataset_id(str(source.id))) not in present
+        ]
+        if missing:
+            raise MissingInputs(
+                f"{len(missing)} of the {len(sources)} {derived.product} datasets between "
+                f"{job.period.start} and {job.period.end} over tile {job.area.tile} have no "
+                f"{product} dataset indexed (e.g. {missing[0]}): make them first (a "
+                f"water_classification item on jobWater), or ask for another method"
+            )
 
     def _load(
         self,

@@ -12,19 +12,15 @@ Stored as GA stores `ga_ls_wo_3`: one uint8 band `water`, nodata 1 (the no-data 
 
 from __future__ import annotations
 
-from uuid import UUID
-
 import xarray as xr
 
-from services.worker.outputs.identity import derived_dataset_id
 from services.worker.outputs.spec import BandSpec
 from services.worker.products.wofs import NO_DATA, WOFS_BANDS, water_observations
-from shared.catalogue import WATER_CLASSIFICATION, Sensor
+from services.worker.water.identity import VERSION, classification_dataset_id
+from shared.catalogue import WATER_CLASSIFICATION_BAND, Sensor
 from shared.mask_filters import UNBUFFERED
 
-WATER_BAND = "water"
-#: Bump when what is written changes: the datasets' ids change with it.
-VERSION = "1.0.0"
+WATER_BAND = WATER_CLASSIFICATION_BAND
 #: uint8, nodata 1 (the no-data bit), overviews by nearest neighbour: flags never average.
 WATER_SPEC = BandSpec(dtype="uint8", nodata=NO_DATA, units="1", overview_resampling="nearest")
 
@@ -44,7 +40,11 @@ def classify_scene(cube: xr.Dataset, sensor: Sensor) -> xr.DataArray:
     return layer.rename(WATER_BAND).assign_attrs(nodata=NO_DATA, units="1")
 
 
-def classification_dataset_id(source_id: str | UUID, product: str) -> UUID:
-    """The same scene classified into the same product (and version) is the same dataset: a
-    rerun, or another request naming the scene, finds it committed and indexed already."""
-    return derived_dataset_id(WATER_CLASSIFICATION, VERSION, [source_id], product=product)
+__all__ = [
+    "VERSION",
+    "WATER_BAND",
+    "WATER_SPEC",
+    "classification_dataset_id",
+    "classify_scene",
+    "measurements",
+]

@@ -160,7 +160,7 @@ def find_scenes(
     start = datetime.combine(request.time_from, day_time.min, tzinfo=UTC)
     end = datetime.combine(request.time_to, day_time.max, tzinfo=UTC)
     found: list[SourceScene] = []
-    candidates = datacube.index.datasets.search(
+    candidates = datacube.find_datasets_lazy(
         product=request.product, time=(start, end), lat=(latitudes.bottom, latitudes.top)
     )
     for dataset in candidates:
