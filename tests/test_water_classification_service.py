@@ -131,8 +131,13 @@ def check_against_the_scene(water: np.ndarray, record: Any) -> None:
     np.testing.assert_array_equal((water == WET)[clear], wet[clear])
 
 
-async def finished_count(redis: aioredis.Redis, keys: Keys) -> int:
-    return sum(1 for _id, f in await redis.xrange(keys.results) if f.get("type") == "request")
+def sent_item(letter: dict[str, str]) -> dict[str, Any]:
+    """What a dead letter was sent as: the item (dispatcher), or its job's scene (worker)."""
+    fields = json.loads(letter["payload"])
+    if "job" in fields:
+        request = json.loads(fields["job"])["request"]
+        return {name: request.get(name) for name in ("dataset_id", "product")}
+    return dict(json.loads(fields["payload"]))
 
 
 async def test_scenes_found_by_xadd_and_named_on_jobWater_are_classified_once_and_indexed(
@@ -264,3 +269,141 @@ async def test_a_water_summary_counting_the_classifications_equals_the_one_from_
         str(classification_dataset_id(str(record.dataset_id), CLASSIFIED))
         for record in archive.records
     )
+
+
+async def test_each_water_item_that_cannot_be_served_is_dead_lettered_with_its_reason(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    running: Running, tmp_path: Path,
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    env = ard_env(
+        redis_url, namespace, archive, tmp_path, CONVEYOR_MAX_JOBS_PER_REQUEST="3"
+    )  # fmt: skip
+    first = str(archive.records[0].dataset_id)
+    classification = str(classification_dataset_id(first, CLASSIFIED))
+    outside = {"query_x_from": "2300000", "query_x_to": "2303000"}
+    cases: dict[str, tuple[dict[str, Any], str, str, str]] = {
+        "unknown product": (
+            search_item(product="ls8_usgs_sr"), "invalid_request",
+            "'ls8_usgs_sr' is not a known product", "dispatcher",
+        ),
+        "bad uuid": (
+            dataset_item("LC08-not-a-uuid"), "invalid_request", "is not a dataset id",
+            "dispatcher",
+        ),
+        "both": (
+            dataset_item(first, product=PRODUCT), "invalid_request",
+            "give either dataset_id (one scene), or product", "dispatcher",
+        ),
+        "no period": (
+            search_item(time_from=None, time_to=None), "invalid_request",
+            "the period is missing time_from, time_to", "dispatcher",
+        ),
+        "no area": (
+            {"job_code": "water_classification", "product": PRODUCT, "time_from": "2019-01-01",
+             "time_to": "2019-01-31"},
+            "invalid_request", "no area", "dispatcher",
+        ),
+        "unknown field": (
+            dataset_item(first, output_crs="EPSG:3460"), "invalid_request",
+            "unknown field 'output_crs'", "dispatcher",
+        ),
+        "bucket": (
+            dataset_item(first, bucket="someone-elses-bucket"), "not_allowed",
+            "'someone-elses-bucket' is not an allowed output bucket", "dispatcher",
+        ),
+        "not in the index": (
+            dataset_item("3fa85f64-5717-4562-b3fc-2c963f66afa6"), "dataset_not_found",
+            "has no dataset 3fa85f64-5717-4562-b3fc-2c963f66afa6", "worker",
+        ),
+        "not a scene": (
+            dataset_item(classification), "invalid_request",
+            f"is a {CLASSIFIED} dataset; water classification reads scenes of", "worker",
+        ),
+        "over the limit": (
+            search_item(), "over_limit", "more than 3 ls8_usgs_sr_scene scenes; the limit is 3 "
+            "(CONVEYOR_MAX_JOBS_PER_REQUEST)", "worker",
+        ),
+    }  # fmt: skip
+    running.dispatcher(env)
+    running.worker(env, "--pool", "ard")
+    # A classification to name by id, then everything that cannot be served, half on the list.
+    await redis_client.rpush("jobWater", json.dumps(dataset_item(first)))  # type: ignore[misc]
+    await wait_for_requests(redis_client, keys, 1, running)
+    for number, (item, _reason, _words, _service) in enumerate(cases.values()):
+        body = json.dumps({name: value for name, value in item.items() if value is not None})
+        if number % 2:
+            await redis_client.rpush("jobWater", body)  # type: ignore[misc]
+        else:
+            await redis_client.xadd(keys.events, {"payload": body})
+    # A search where there is nothing is not an error: its request ends `nodata`.
+    await redis_client.xadd(keys.events, {"payload": json.dumps(search_item(**outside))})
+
+    async def all_dead() -> bool:
+        running.check_alive()
+        return bool(await redis_client.xlen(keys.dead) >= len(cases))
+
+    await wait_until(all_dead, timeout=240)
+    await wait_for_requests(redis_client, keys, 2 + 3, running)
+    letters = [fields for _id, fields in await redis_client.xrange(keys.dead)]
+    assert len(letters) == len(cases)
+    for case, (item, reason, words, service) in cases.items():
+        sent = {name: value for name, value in item.items() if value is not None}
+        if service == "worker":  # the letter holds the job, and in it the request
+            sent = {name: sent.get(name) for name in ("dataset_id", "product")}
+        [letter] = [letter for letter in letters if sent_item(letter) == sent]
+        assert (letter["reason"], letter["service"]) == (reason, service), (case, letter)
+        assert words in letter["error"], (case, letter["error"])
+    states = [job["state"] for job in await job_records(redis_client, keys)]
+    assert sorted(states) == sorted(["done", "nodata", "dead", "dead", "dead"]), states
+    assert not list((tmp_path / "scratch").rglob("*.tif"))
+
+
+async def test_a_worker_killed_while_classifying_leaves_no_visible_dataset_and_another_finishes(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
+    running: Running, tmp_path: Path,
+) -> None:  # fmt: skip
+    keys = Keys(namespace)
+    env = ard_env(redis_url, namespace, archive, tmp_path, CONVEYOR_LEASE_SECONDS="3")
+    output = tmp_path / "out"
+    running.dispatcher(env)
+    first = running.worker(env, "--pool", "ard", name="first")
+    await redis_client.xadd(keys.events, {"payload": json.dumps(search_item())})
+
+    async def classifying() -> bool:
+        running.check_alive()
+        jobs = await job_records(redis_client, keys)
+        return any(
+            job["state"] == "running" and not job["scene"].startswith("search ") for job in jobs
+        )
+
+    await wait_until(classifying, timeout=120, interval=0.02)
+    first.kill()
+    running.stopped.add("first")
+
+    # Whatever the worker was doing, no dataset is half there: each one in the index has all
+    # its files, the eo3 document last; none is indexed without its document.
+    committed = classification_files(output)
+    for dataset_id, cog in committed.items():
+        assert cog.is_file() and cog.stat().st_size > 0, dataset_id
+        assert list(cog.parent.glob("*.stac-item.json")), dataset_id
+    datacube = archive.datacube()
+    try:
+        indexed = {str(dataset.id) for dataset in datacube.find_datasets(product=CLASSIFIED)}
+    finally:
+        datacube.close()
+    assert indexed <= {str(classification_dataset_id(d, CLASSIFIED)) for d in committed}
+
+    running.worker(env, "--pool", "ard", name="second")
+    await wait_for_requests(redis_client, keys, 1, running, timeout=240)
+    assert await redis_client.xrange(keys.dead) == []
+    states = [job["state"] for job in await job_records(redis_client, keys)]
+    assert set(states) <= {"done", "skipped"} and len(states) == len(archive.records) + 1
+    files = classification_files(output)
+    assert set(files) == {str(record.dataset_id) for record in archive.records}
+    datacube = archive.datacube()
+    try:
+        assert len(datacube.find_datasets(product=CLASSIFIED)) == len(archive.records)
+    finally:
+        datacube.close()
+    assert not [path for path in (tmp_path / "scratch").rglob("*") if path.is_file()]
