@@ -47,6 +47,31 @@ def archive(fresh_database: Callable[[str], str], tmp_path: Path) -> ArchiveFixt
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def usgs_record(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One Landsat 8 scene astride the antimeridian off Taveuni, to package as USGS does."""
+    from devtools.archive.synthetic import generate_archive
+
+    found = generate_archive(
+        PRODUCT, (179.92, -16.90, 180.08, -16.78), date(2019, 1, 1), date(2019, 1, 31),
+        tmp_path_factory.mktemp("usgs-source"), processes=1,
+    )  # fmt: skip
+    return max(found, key=lambda r: (r.geobox.shape[0] * r.geobox.shape[1], -r.cloud_cover))
+
+
+@pytest.fixture(scope="module")
+def usgs_db_url(fresh_database: Callable[[str], str]) -> str:
+    from shared.datacube import DatacubeSettings, add_products, init_index, open_datacube
+
+    url = fresh_database("water_usgs")
+    settings = DatacubeSettings(db_url=url)  # type: ignore[arg-type]
+    init_index(settings)
+    datacube = open_datacube(settings)
+    add_products(datacube, ["ls8_usgs_sr_scene", "ls8_c2l2_sr"])
+    datacube.close()
+    return url
+
+
 def search_item(**extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "job_code": "water_classification",
@@ -407,3 +432,63 @@ async def test_a_worker_killed_while_classifying_leaves_no_visible_dataset_and_a
     finally:
         datacube.close()
     assert not [path for path in (tmp_path / "scratch").rglob("*") if path.is_file()]
+
+
+async def test_landsat_ard_made_from_usgs_tarballs_is_classified_in_both_collections(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, usgs_db_url: str,
+    usgs_record: Any, running: Running, tmp_path: Path,
+) -> None:  # fmt: skip
+    """jobLS -> indexed ARD astride the antimeridian (UTM, negative northings) -> jobWater:
+    Collection 1 into ls8_water_classification, Collection 2 (stored as USGS's DN) into
+    ls8c2_water_classification, each `wofs.classify` of the scene's reflectance."""
+    from devtools.archive.usgs import write_usgs_scene
+    from tests.test_ard_landsat_service import environment, places_in, scene_item
+
+    keys = Keys(namespace)
+    places = places_in(tmp_path)
+    c1 = write_usgs_scene(usgs_record, places["archive"], collection=1)
+    c2 = write_usgs_scene(usgs_record, places["archive"], collection=2)
+    env = environment(redis_url, namespace, places, usgs_db_url)
+    running.dispatcher(env)
+    running.worker(env, "--pool", "ard")
+    await redis_client.rpush("jobLS", scene_item(c1.name, places), scene_item(c2.name, places))  # type: ignore[misc]
+    await wait_for_requests(redis_client, keys, 2, running, timeout=300)
+    box = c1.geobox.boundingbox
+    crs = f"EPSG:{c1.geobox.crs.epsg}"
+    for product in ("ls8_usgs_sr_scene", "ls8_c2l2_sr"):
+        item = search_item(
+            product=product, query_crs=crs, query_x_from=str(box.left),
+            query_x_to=str(box.right), query_y_from=str(box.bottom), query_y_to=str(box.top),
+            time_from="2019-01-01", time_to="2019-01-31",
+        )  # fmt: skip
+        await redis_client.rpush("jobWater", json.dumps(item))  # type: ignore[misc]
+    await wait_for_requests(redis_client, keys, 4, running, timeout=300)
+    assert await redis_client.xrange(keys.dead) == []
+
+    def written(product: str) -> np.ndarray:
+        [path] = (places["products"] / "fiji" / "water" / product).rglob("*_water.tif")
+        with rasterio.open(path) as source:
+            assert source.transform == c1.geobox.transform
+            return source.read(1)
+
+    # OLI's blue is band 2 ... SWIR 2 band 7; Collection 2 rescaled as the catalogue declares:
+    # reflectance x 10000 = DN x 0.275 - 2000, fill 0.
+    numbers = dict(zip(BANDS, (2, 3, 4, 5, 6, 7), strict=True))
+    reflectance = {
+        1: {band: c1.values[f"sr_band{n}"] for band, n in numbers.items()},
+        2: {
+            band: np.where(
+                c2.values[f"SR_B{n}"] == 0, -9999,
+                np.rint(c2.values[f"SR_B{n}"].astype("float32") * np.float32(0.275)
+                        + np.float32(-2000.0)),
+            )
+            for band, n in numbers.items()
+        },
+    }  # fmt: skip
+    for collection, product in ((1, "ls8_water_classification"), (2, "ls8c2_water_classification")):
+        water = written(product)
+        clear = (water == 0) | (water == WET)
+        assert clear.mean() > 0.3, "the scene should be mostly clear"
+        bands = reflectance[collection]
+        wet = wofs_classify(*(bands[band] for band in BANDS))
+        np.testing.assert_array_equal((water == WET)[clear], wet[clear], err_msg=product)
