@@ -10,10 +10,13 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 import redis.asyncio as aioredis
 import xarray as xr
 from datacube.model import Product as DatacubeProduct
@@ -21,8 +24,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from services.dispatcher.planning import check_limits, plan_request
+from services.worker.ard.index import SceneIndexer
+from services.worker.outputs.settings import S3Settings
 from services.worker.products import ProductContext, get_product, sensor_for
-from services.worker.products.wofs import NO_DATA, water_observations
+from services.worker.products.wofs import (
+    CLOUD,
+    CLOUD_SHADOW,
+    NO_DATA,
+    WET,
+    classify,
+    water_observations,
+)
 from services.worker.water.expansion import Expansion
 from services.worker.water.identity import classification_dataset_id
 from services.worker.water.layer import WATER_SPEC, classify_scene
@@ -41,6 +53,8 @@ from shared.limits import RequestLimits
 from shared.mask_filters import UNBUFFERED
 from shared.messages import DATASET_ID, WaterClassificationRequest, parse_request
 from tests.test_products_support import ALL_PRODUCTS, synthetic_scene
+
+BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 SEARCH: dict[str, Any] = {
     "job_code": "water_classification",
@@ -168,11 +182,11 @@ def test_a_scene_is_stored_as_its_water_observations_with_cloud_unbuffered(produ
     scene = synthetic_scene(product, dates=2, seed=5)
     sensor = sensor_for(product)
     expected = water_observations(scene.cube, sensor, UNBUFFERED).values
-    for date in range(2):
-        layer = classify_scene(scene.cube.isel(time=[date]), sensor).compute()
+    for day in range(2):
+        layer = classify_scene(scene.cube.isel(time=[day]), sensor).compute()
         assert layer.dims == ("y", "x") and layer.dtype == np.uint8
         assert layer.attrs["nodata"] == NO_DATA
-        np.testing.assert_array_equal(layer.values, expected[date])
+        np.testing.assert_array_equal(layer.values, expected[day])
 
 
 FILTERS = ("none", "dilation:3", "opening:2,dilation:5", "erosion:1", "closing:2,dilation:1")
@@ -256,3 +270,123 @@ async def test_a_search_adds_each_scene_job_once_however_often_and_however_far_i
     assert await expansion.add(search, scenes, now) == 25
     assert await redis_client.xlen(keys.jobs("ard")) == 50
     assert await redis_client.ttl(keys.expanded(search.job_id, "2")) > 0
+
+
+# -- a Sentinel-2 granule, to S3 -------------------------------------------------------------
+
+
+async def test_a_sentinel2_granule_is_classified_on_its_10m_grid_and_committed_to_s3(
+    fresh_database: Any, redis_client: aioredis.Redis, s3_endpoint: str,
+    aws_credentials: None, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The 20 m SWIR bands and SCL are taken nearest onto the granule's 10 m grid; the COG,
+    STAC item and eo3 document go to S3, the document last, and are indexed from there."""
+    import boto3
+
+    from devtools.archive.synthetic import generate_archive
+    from services.worker.settings import WorkerSettings
+    from services.worker.water.runner import WaterRunner
+    from shared.datacube import (
+        DatacubeSettings,
+        add_products,
+        index_datasets,
+        init_index,
+        open_datacube,
+    )
+
+    product = "s2_esa_sr_granule"
+    url = fresh_database("water_s2")
+    settings = DatacubeSettings(db_url=url)  # type: ignore[arg-type]
+    init_index(settings)
+    datacube = open_datacube(settings)
+    try:
+        add_products(datacube, [product])
+        records = generate_archive(
+            product, (178.40, -17.70, 178.43, -17.67), date(2019, 1, 1), date(2019, 1, 12),
+            tmp_path / "archive", processes=1,
+        )  # fmt: skip
+        index_datasets(datacube, [record.metadata_path for record in records])
+    finally:
+        datacube.close()
+    record = max(records, key=lambda found: -found.cloud_cover)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="water-out")
+    worker = WorkerSettings(
+        pool="ard", output_url="s3://", allowed_output_buckets=["water-out"],
+        scratch_root=tmp_path / "scratch", dask_threads=2, default_chunk_pixels=128,
+    )  # fmt: skip
+    runner = WaterRunner(
+        worker, redis_client, index=SceneIndexer(lambda: open_datacube(settings)),
+        s3_settings=S3Settings(
+            aws_s3_endpoint_url=s3_endpoint, aws_region="us-east-1", aws_virtual_hosting=False
+        ),
+    )  # fmt: skip
+    request = water_request(
+        {"job_code": "water_classification", "dataset_id": str(record.dataset_id),
+         "bucket": "water-out", "prefix": "s2"}
+    )  # fmt: skip
+    try:
+        outcome = await runner.run(water_job(request))
+        again = await runner.run(water_job(request))
+    finally:
+        await runner.close()
+    assert (outcome.state, outcome.destination, again.state) == ("done", "s3", "skipped")
+    keys = [entry["Key"] for entry in s3.list_objects_v2(Bucket="water-out")["Contents"]]
+    assert len(keys) == 3 and all(
+        key.startswith("s2/s2_water_classification/2019/01/") for key in keys
+    )
+    [cog_key] = [key for key in keys if key.endswith("_water.tif")]
+    (tmp_path / "water.tif").write_bytes(
+        s3.get_object(Bucket="water-out", Key=cog_key)["Body"].read()
+    )
+    with rasterio.open(tmp_path / "water.tif") as written:
+        assert written.transform == record.geobox.transform and written.res == (10.0, 10.0)
+        water = written.read(1)
+
+    def at_10m(band: str) -> np.ndarray:
+        with rasterio.open(record.measurement_paths[band]) as source:
+            pixels = source.read(1)
+        factor = water.shape[0] // pixels.shape[0]
+        return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+    bands = {band: at_10m(band).astype(np.int32) for band in BANDS}
+    scl = at_10m("scene_classification")
+    np.testing.assert_array_equal(water == NO_DATA, scl == 0)
+    np.testing.assert_array_equal((water & CLOUD) != 0, np.isin(scl, [8, 9, 10]))
+    np.testing.assert_array_equal((water & CLOUD_SHADOW) != 0, scl == 3)
+    clear = (water == 0) | (water == WET)
+    assert clear.mean() > 0.3
+    wet = classify(*(bands[band] for band in BANDS))
+    np.testing.assert_array_equal((water == WET)[clear], wet[clear])
+    datacube = open_datacube(settings)
+    try:
+        [indexed] = datacube.find_datasets(product="s2_water_classification")
+        assert indexed.uris[0].startswith("s3://water-out/s2/s2_water_classification/")
+        assert str(indexed.id) == str(
+            classification_dataset_id(record.dataset_id, indexed.product.name)
+        )
+    finally:
+        datacube.close()
+
+
+def test_the_demo_asks_for_its_landsat_scenes_water_classification_by_its_ard_id(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from devtools.archive.demo import DemoLandsatScene
+    from services.cli.demo import _landsat_items
+    from services.worker.ard.metadata import ard_dataset_id
+
+    name = "LC08_L1TP_001072_20190105_20190130_01_T1"
+    scenes = [
+        DemoLandsatScene(name, "ls8_usgs_sr_scene", "EPSG:32601", (0.0, -1.0, 1.0, 0.0)),
+        DemoLandsatScene(
+            "LC08_L2SP_001072_20190105_20200830_02_T1", "ls8_c2l2_sr", "EPSG:32601",
+            (0.0, -1.0, 1.0, 0.0),
+        ),
+    ]  # fmt: skip
+    items = _landsat_items(SimpleNamespace(landsat_scenes=scenes), tmp_path)
+    [item] = items.water
+    request = water_request(json.loads(item))
+    assert request.dataset_id == str(ard_dataset_id("ls8_usgs_sr_scene", name))
