@@ -8,7 +8,8 @@ Every service reads this table and nothing else for these facts:
 - the synthetic archive generator writes scenes with these bands, dtypes, nodata and masks.
 
 Adding a sensor is one `InputProduct` here (plus its ODC product definition under
-`shared/odc_products/`); adding a product is one `JobCode` here plus its plugin module.
+`shared/odc_products/`, and the definition of its `{short name}_water_classification`, which
+`jobWater` makes of its scenes); adding a product is one `JobCode` here plus its plugin module.
 """
 
 from __future__ import annotations
