@@ -390,3 +390,17 @@ def test_the_demo_asks_for_its_landsat_scenes_water_classification_by_its_ard_id
     [item] = items.water
     request = water_request(json.loads(item))
     assert request.dataset_id == str(ard_dataset_id("ls8_usgs_sr_scene", name))
+
+
+def test_the_water_benchmark_runs_both_ways_and_finds_the_layers_equal() -> None:
+    import subprocess
+    import sys
+
+    from tests.processes import REPO
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.water_scene", "--size", "300", "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "worker / bare:" in completed.stdout and "layers equal" in completed.stdout
