@@ -123,9 +123,9 @@ class WaterRunner:
         request = job.request
         bound = log.bind(job_id=job.job_id, request_id=job.request_id)
         started = time.monotonic()
-        scenes = await asyncio.to_thread(
-            find_scenes, self.index.datacube(), request, self.limits.max_jobs_per_request
-        )
+        limit = self.limits.max_jobs_per_request
+        # The index is opened in the thread too: connecting blocks.
+        scenes = await asyncio.to_thread(lambda: find_scenes(self.index.datacube(), request, limit))
         if not scenes:
             raise NoData(
                 f"no {request.product} datasets between {request.time_from} and "
@@ -147,7 +147,8 @@ class WaterRunner:
         bound = log.bind(job_id=job.job_id, request_id=job.request_id, dataset=job.dataset_id)
         stages: dict[str, float] = {}
         started = time.monotonic()
-        scene = await asyncio.to_thread(scene_by_id, self.index.datacube(), job.dataset_id)
+        dataset_id = job.dataset_id
+        scene = await asyncio.to_thread(lambda: scene_by_id(self.index.datacube(), dataset_id))
         product = scene.output_product
         stem = classification_stem(product, scene)
         place = self._place(job, product, scene)
