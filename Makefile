@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/archive_index.py
 	$(BIN)/python benchmarks/geomedian_job.py
 	$(BIN)/python benchmarks/ard_scene.py
+	$(BIN)/python benchmarks/water_scene.py
 	$(BIN)/python benchmarks/autoscaler_traces.py
 
 # requirements.lock: what the image installs (pyproject's runtime dependencies and the build

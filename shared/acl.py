@@ -7,10 +7,11 @@ a template (`acl_template`) whose password digests are filled in from secrets at
 tests/test_acl.py checks the shipped files against what this module renders.
 
 Each grant becomes one ACL selector `(~key … +command …)`: a command is allowed only on the keys
-of a grant that names it, so e.g. a worker may `XADD` to the results and dead-letter streams but
-not to a jobs stream. Nothing else is allowed: no user runs `FLUSHALL`, `CONFIG`, `ACL`, `KEYS`,
-`DEBUG`, `SHUTDOWN` or `MODULE`, and none subscribes to channels. Scripts run with their caller's
-permissions, so each user has the commands its scripts call.
+of a grant that names it, so e.g. a worker may `XADD` to the results and dead-letter streams and
+to the `ard` pool's stream (expanding a water classification search), but not to the events or
+the `product` pool's stream. Nothing else is allowed: no user runs `FLUSHALL`, `CONFIG`, `ACL`,
+`KEYS`, `DEBUG`, `SHUTDOWN` or `MODULE`, and none subscribes to channels. Scripts run with their
+caller's permissions, so each user has the commands its scripts call.
 """
 
 from __future__ import annotations
@@ -230,8 +231,13 @@ def roles(
         *outcome_streams,
     ]
     worker_grants = [
-        # Its group on the jobs streams (and their `:errors` hashes); never XADD there.
+        # Its group on the jobs streams (and their `:errors` hashes).
         Grant((*_CONSUMER, *_HASH_WRITE), (jobs_streams,)),
+        # The one job a worker adds: an ard worker expands a water classification search into
+        # a job per dataset it finds in the index (which the dispatcher may not query), each
+        # once (the set of those added, per run of the request).
+        Grant(("xadd",), (keys.jobs("ard"),)),
+        Grant(("sadd", "sismember", "scard", "expire"), (keys.expanded("*", "*"),)),
         Grant(_RECORDS, records),
         *outcome_streams,
     ]
@@ -270,7 +276,8 @@ def roles(
         Role(
             "worker",
             "reads the jobs streams in group `workers`, renews, retries and acknowledges, "
-            "records job states and results, dead-letters",
+            "records job states and results, dead-letters; adds the ard pool's per-scene water "
+            "classification jobs of a search",
             _CONNECTION,
             (*worker_grants, _scripts_on(worker_grants)),
         ),

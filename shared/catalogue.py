@@ -8,7 +8,8 @@ Every service reads this table and nothing else for these facts:
 - the synthetic archive generator writes scenes with these bands, dtypes, nodata and masks.
 
 Adding a sensor is one `InputProduct` here (plus its ODC product definition under
-`shared/odc_products/`); adding a product is one `JobCode` here plus its plugin module.
+`shared/odc_products/`, and the definition of its `{short name}_water_classification`, which
+`jobWater` makes of its scenes); adding a product is one `JobCode` here plus its plugin module.
 """
 
 from __future__ import annotations
@@ -428,12 +429,13 @@ _COMPOSITE_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "sw
 _WOFS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 WATER_METHOD = "method"
-WATER_METHODS: tuple[str, ...] = ("wofs", "qa")
+WATER_METHODS: tuple[str, ...] = ("wofs", "qa", "classification")
 
 
 def water_method(options: Mapping[str, str]) -> str:
-    """`wofs` (default: Mueller et al.'s classifier on reflectance) or `qa` (the mask band's water
-    flags, as the original worker counted them)."""
+    """`wofs` (default: Mueller et al.'s classifier on reflectance), `qa` (the mask band's water
+    flags, as the original worker counted them) or `classification` (the per-scene water
+    classifications already indexed, `lsN_water_classification`: counted, not classified again)."""
     method = options.get(WATER_METHOD, "wofs").strip().lower()
     if method not in WATER_METHODS:
         raise InvalidRequest(
@@ -554,6 +556,56 @@ def check_plugin(
             f"{sorted(accepted_options)}, but the catalogue says {entry.inputs} and "
             f"{sorted(entry.options)}: change shared/catalogue.py and the plugin together"
         )
+
+
+#: The per-scene water classification (`jobWater`): each scene of an input product classified
+#: with WOfS into one uint8 layer of bit flags, indexed as a product of its own.
+WATER_CLASSIFICATION = "water_classification"
+#: What it reads: the WOfS classifier's bands (the mask band is always read too).
+WATER_CLASSIFICATION_INPUTS: tuple[str, ...] = _WOFS_BANDS
+#: Its one band: uint8 WOfS bit flags, nodata 1.
+WATER_CLASSIFICATION_BAND = "water"
+
+
+def water_classification_product(product: str) -> str:
+    """The product a scene of input `product` is classified into, named as the original named
+    them: `ls8_usgs_sr_scene` -> `ls8_water_classification`, `s2_esa_sr_granule` ->
+    `s2_water_classification`, Collection 2 `ls8_c2l2_sr` -> `ls8c2_water_classification`
+    (a product per input product, so the two collections of one scene never count twice)."""
+    source = input_product(product)
+    missing = [band for band in WATER_CLASSIFICATION_INPUTS if band not in source.bands]
+    if missing:
+        raise InvalidRequest(
+            f"{WATER_CLASSIFICATION} needs {', '.join(missing)}, which {product} does not have"
+        )
+    return f"{source.short_name}_{WATER_CLASSIFICATION}"
+
+
+#: Output product -> the input product its scenes come from, for every input product.
+WATER_CLASSIFICATION_PRODUCTS: Mapping[str, str] = MappingProxyType(
+    {water_classification_product(name): name for name in INPUT_PRODUCTS}
+)
+
+
+def water_classification_source(product: str) -> str:
+    """The input product whose scenes `product` (e.g. `ls8_water_classification`) classifies."""
+    try:
+        return WATER_CLASSIFICATION_PRODUCTS[product]
+    except KeyError:
+        raise InvalidRequest(
+            f"{product!r} is not a water classification product (expected one of "
+            f"{', '.join(WATER_CLASSIFICATION_PRODUCTS)})"
+        ) from None
+
+
+def water_classification_definition(product: str) -> dict[str, Any]:
+    """The eo3 ODC product definition of a water classification product (a fresh copy)."""
+    import yaml
+
+    water_classification_source(product)
+    document = yaml.safe_load(_definition_text(product))
+    assert isinstance(document, dict)
+    return document
 
 
 @cache

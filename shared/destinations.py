@@ -2,7 +2,8 @@
 
 A work item may pick among allowed places and nothing else:
 
-- an output bucket (`bucket` of a product request, `s3_bucket` of a scene request) must be in
+- an output bucket (`bucket` of a product or water classification request, `s3_bucket` of a
+  scene request) must be in
   `CONVEYOR_ALLOWED_OUTPUT_BUCKETS`; by default the request default `public-eo-data` and the
   buckets `CONVEYOR_OUTPUT_URL` and `CONVEYOR_ARD_OUTPUT_URL` name;
 - a scene archive (`source` of a scene request) must be in `CONVEYOR_ALLOWED_ARD_SOURCES`; by
@@ -23,8 +24,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import InvalidRequest
-from shared.jobs import ProductJob, SceneJob
-from shared.messages import DEFAULT_BUCKET, ProductRequest, SceneRequest
+from shared.jobs import ProductJob, SceneJob, WaterJob
+from shared.messages import (
+    DEFAULT_BUCKET,
+    ProductRequest,
+    SceneRequest,
+    WaterClassificationRequest,
+)
 
 #: The original's download APIs; each meant "the archive this deployment reads".
 LEGACY_ARD_SOURCES = frozenset({"gcloud", "esahub", "sedas", "default"})
@@ -143,11 +149,20 @@ class DestinationSettings(BaseSettings):
 
 
 def check_destinations(
-    item: ProductRequest | SceneRequest | ProductJob | SceneJob, policy: DestinationPolicy
+    item: ProductRequest
+    | SceneRequest
+    | WaterClassificationRequest
+    | ProductJob
+    | SceneJob
+    | WaterJob,
+    policy: DestinationPolicy,
 ) -> None:
     """`NotAllowed` when a request or job names a bucket or archive outside the allow-lists."""
-    if isinstance(item, ProductRequest | ProductJob):
+    if isinstance(item, ProductRequest | ProductJob | WaterClassificationRequest):
         policy.check_bucket(item.bucket, "bucket")
+        return
+    if isinstance(item, WaterJob):
+        policy.check_bucket(item.request.bucket, "bucket")
         return
     scene = item.scene if isinstance(item, SceneJob) else item
     policy.check_bucket(scene.s3_bucket, "s3_bucket")

@@ -1,4 +1,5 @@
-"""Jobs as they travel on the jobs streams: one tile and period of a product, or one scene."""
+"""Jobs as they travel on the jobs streams: one tile and period of a product, one scene to make
+into ARD, or one scene of the index to classify for water (or a search for such scenes)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import calendar
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.messages import BUCKET_PATTERN, ProductRequest, SceneRequest
+from shared.messages import BUCKET_PATTERN, ProductRequest, SceneRequest, WaterClassificationRequest
 from shared.options import TIME_STEP
 from shared.paths import RelativePath
 
@@ -109,7 +111,53 @@ class SceneJob(BaseModel):
         return "ard"
 
 
-Job = ProductJob | SceneJob
+@dataclass(frozen=True)
+class JobSubject:
+    """What a job record shows as the job's scene (`conveyor job`, `conveyor status`)."""
+
+    in_scene: str
+
+
+class WaterJob(BaseModel):
+    """Water classification on the `ard` pool: one dataset of the index to classify
+    (`dataset_id`), or, without one, the request's search, which the worker expands into a job
+    per dataset found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["water"] = "water"
+    job_id: str
+    request_id: str
+    request: WaterClassificationRequest
+    dataset_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+    )
+    #: The dataset's label, when known, for people reading the job's record.
+    label: str | None = Field(default=None, max_length=256)
+
+    @property
+    def pool(self) -> str:
+        return "ard"
+
+    @property
+    def job_code(self) -> str:
+        return self.request.job_code
+
+    @property
+    def expands(self) -> bool:
+        """A search to expand into per-dataset jobs, rather than one dataset to classify."""
+        return self.dataset_id is None
+
+    @property
+    def scene(self) -> JobSubject:
+        """The job's record names this as its scene: the dataset (its label when known), or
+        the search."""
+        if self.dataset_id is None:
+            return JobSubject(f"search {self.request.subject}")
+        return JobSubject(self.label or self.dataset_id)
+
+
+Job = ProductJob | SceneJob | WaterJob
 
 
 def encode_job(job: Job) -> dict[str, str]:
@@ -120,6 +168,8 @@ def decode_job(fields: dict[str, str]) -> Job:
     data = json.loads(fields[JOB_FIELD])
     if data.get("kind") == "scene":
         return SceneJob.model_validate(data)
+    if data.get("kind") == "water":
+        return WaterJob.model_validate(data)
     return ProductJob.model_validate(data)
 
 
@@ -190,6 +240,28 @@ def scene_job(request: SceneRequest) -> SceneJob:
     # The same scene pushed again under another request is caught by its committed output.
     job_id = stable_hash("scene", request.request_id)
     return SceneJob(job_id=job_id, request_id=request.request_id, scene=request)
+
+
+def water_job(request: WaterClassificationRequest) -> WaterJob:
+    """The request's one job: its dataset's classification, or the search that finds them."""
+    return WaterJob(
+        job_id=stable_hash("water", request.request_id),
+        request_id=request.request_id,
+        request=request,
+        dataset_id=request.dataset_id,
+    )
+
+
+def water_dataset_job(search: WaterJob, dataset_id: str, label: str | None = None) -> WaterJob:
+    """The job classifying one dataset a search found; its id follows from the search's
+    request and the dataset, so finding the same dataset again makes the same job."""
+    return WaterJob(
+        job_id=stable_hash("water", search.request_id, dataset_id),
+        request_id=search.request_id,
+        request=search.request,
+        dataset_id=dataset_id,
+        label=label,
+    )
 
 
 def product_job(request: ProductRequest, area: TileArea, period: Period) -> ProductJob:

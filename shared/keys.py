@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 POOLS: tuple[str, ...] = ("product", "ard")
 #: The original deployment's Redis lists, and the pool each one's items are for.
-LEGACY_LISTS: dict[str, str] = {"jobProduct": "product", "jobS2": "ard", "jobLS": "ard"}
+LEGACY_LISTS: dict[str, str] = {
+    "jobProduct": "product",
+    "jobS2": "ard",
+    "jobLS": "ard",
+    "jobWater": "ard",
+}
 DISPATCHER_GROUP = "dispatcher"
 WORKER_GROUP = "workers"
 
@@ -42,6 +47,11 @@ class Keys:
     def dispatched(self, request_id: str) -> str:
         """Idempotency key: present once a request's jobs are in their stream."""
         return f"{self.namespace}:dispatched:{request_id}"
+
+    def expanded(self, job_id: str, run: str = "1") -> str:
+        """Set of the jobs a search job (water classification) has added, per run of its
+        request: each is added once however often the search runs."""
+        return f"{self.namespace}:expanded:{job_id}:{run}"
 
     @property
     def job_index(self) -> str:

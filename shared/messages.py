@@ -1,4 +1,5 @@
-"""Work requests as they arrive: the original `jobProduct`/`jobS2` items and their stream forms.
+"""Work requests as they arrive: the original `jobProduct`/`jobS2` items, the `jobLS` and
+`jobWater` items, and their stream forms.
 
 Numbers and booleans may arrive as strings (the original work items send `"2130000.0"`).
 Every rejection is an `InvalidRequest` whose message names the field and what was expected.
@@ -36,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.catalogue import INPUT_PRODUCTS
+from shared.catalogue import INPUT_PRODUCTS, WATER_CLASSIFICATION, water_classification_product
 from shared.errors import InvalidRequest
 from shared.limits import LimitExceeded, RequestLimits, check_limit, setting_name
 from shared.options import TIME_STEP
@@ -81,6 +82,10 @@ MAX_OPTION_TEXT = 256
 OPTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 CRS_NAME = re.compile(r"(?P<authority>EPSG|ESRI):(?P<code>[0-9]{1,6})", re.IGNORECASE)
 LEGACY_SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+#: A datacube dataset id as datacube writes it: a UUID in its 8-4-4-4-12 hexadecimal form.
+DATASET_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
@@ -199,6 +204,59 @@ def _check_text(name: str, value: Any) -> None:
             _check_text(f"{name}[{index}]", item)
 
 
+AREA_FIELDS: tuple[str, ...] = (
+    "query_x_from", "query_y_from", "query_x_to", "query_y_to", "query_crs",
+    "latitude_from", "latitude_to", "longitude_from", "longitude_to",
+)  # fmt: skip
+
+
+def _given_area(request: Any) -> bool:
+    return any(getattr(request, name) is not None for name in AREA_FIELDS)
+
+
+def _check_area(request: Any) -> None:
+    """The area of a request is given one way, whole: projected with its CRS, or in lat/lon."""
+    projected = [request.query_x_from, request.query_y_from, request.query_x_to, request.query_y_to]
+    geographic = [
+        request.latitude_from, request.latitude_to, request.longitude_from, request.longitude_to
+    ]  # fmt: skip
+    has_projected = any(v is not None for v in projected) or request.query_crs is not None
+    has_geographic = any(v is not None for v in geographic)
+    if has_projected and has_geographic:
+        raise ValueError(
+            "give the area either as query_x_from/query_x_to/query_y_from/query_y_to with "
+            "query_crs, or as latitude_from/latitude_to/longitude_from/longitude_to, not both"
+        )
+    if has_projected:
+        missing = [name for name in AREA_FIELDS[:5] if getattr(request, name) is None]
+        if missing:
+            raise ValueError(f"the projected area is missing {', '.join(missing)}")
+    elif has_geographic:
+        missing = [name for name in AREA_FIELDS[5:] if getattr(request, name) is None]
+        if missing:
+            raise ValueError(f"the lat/lon area is missing {', '.join(missing)}")
+    else:
+        raise ValueError(
+            "no area: give query_x_from/query_x_to/query_y_from/query_y_to with query_crs, "
+            "or latitude_from/latitude_to/longitude_from/longitude_to"
+        )
+
+
+def _area_crs(request: Any) -> str:
+    return str(request.query_crs) if request.query_crs is not None else "EPSG:4326"
+
+
+def _area_bounds(request: Any) -> tuple[float, float, float, float]:
+    if request.query_crs is not None:
+        return (request.query_x_from, request.query_y_from, request.query_x_to, request.query_y_to)
+    return (
+        request.longitude_from,
+        request.latitude_from,
+        request.longitude_to,
+        request.latitude_to,
+    )
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -297,42 +355,7 @@ class ProductRequest(_Request):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProductRequest:
-        projected = [self.query_x_from, self.query_y_from, self.query_x_to, self.query_y_to]
-        geographic = [self.latitude_from, self.latitude_to, self.longitude_from, self.longitude_to]
-        has_projected = any(v is not None for v in projected) or self.query_crs is not None
-        has_geographic = any(v is not None for v in geographic)
-        if has_projected and has_geographic:
-            raise ValueError(
-                "give the area either as query_x_from/query_x_to/query_y_from/query_y_to with "
-                "query_crs, or as latitude_from/latitude_to/longitude_from/longitude_to, not both"
-            )
-        if has_projected:
-            missing = [
-                name
-                for name in (
-                    "query_x_from",
-                    "query_y_from",
-                    "query_x_to",
-                    "query_y_to",
-                    "query_crs",
-                )
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(f"the projected area is missing {', '.join(missing)}")
-        elif has_geographic:
-            missing = [
-                name
-                for name in ("latitude_from", "latitude_to", "longitude_from", "longitude_to")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(f"the lat/lon area is missing {', '.join(missing)}")
-        else:
-            raise ValueError(
-                "no area: give query_x_from/query_x_to/query_y_from/query_y_to with query_crs, "
-                "or latitude_from/latitude_to/longitude_from/longitude_to"
-            )
+        _check_area(self)
         if (self.tide_range_from is None) != (self.tide_range_to is None):
             raise ValueError("give both tide_range_from and tide_range_to, or neither")
         for low, high in self._ranges():
@@ -361,14 +384,12 @@ class ProductRequest(_Request):
 
     @property
     def area_crs(self) -> str:
-        return self.query_crs if self.query_crs is not None else "EPSG:4326"
+        return _area_crs(self)
 
     @property
     def area_bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in `area_crs`."""
-        if self.query_crs is not None:
-            return (self.query_x_from, self.query_y_from, self.query_x_to, self.query_y_to)  # type: ignore[return-value]
-        return (self.longitude_from, self.latitude_from, self.longitude_to, self.latitude_to)  # type: ignore[return-value]
+        return _area_bounds(self)
 
     @property
     def output_resolution(self) -> float:
@@ -479,16 +500,140 @@ class SceneRequest(_Request):
         return match.group("level")
 
 
+class WaterClassificationRequest(_Request):
+    """Water classification of scenes already in the datacube index (`jobWater`): every dataset
+    of `product` whose footprint meets the area within `time_from`..`time_to`, or one dataset by
+    its `dataset_id`. Each scene becomes its `lsN_water_classification` dataset."""
+
+    kind: Literal["water_classification"] = "water_classification"
+    job_code: Literal["water_classification"]
+    product: str | None = Field(default=None, max_length=64)
+    dataset_id: str | None = Field(default=None, max_length=64)
+    query_x_from: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_y_from: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_x_to: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_y_to: Number | None = Field(default=None, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+    query_crs: str | None = Field(default=None, max_length=32)
+    latitude_from: Number | None = Field(default=None, ge=-90, le=90)
+    latitude_to: Number | None = Field(default=None, ge=-90, le=90)
+    longitude_from: Number | None = Field(default=None, ge=-180, le=180)
+    longitude_to: Number | None = Field(default=None, ge=-180, le=180)
+    time_from: Day | None = None
+    time_to: Day | None = None
+    prefix: str = Field(default="", max_length=1024)
+    bucket: str = Field(default=DEFAULT_BUCKET, pattern=BUCKET_PATTERN)
+
+    @field_validator("job_code", mode="before")
+    @classmethod
+    def _our_job_code(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("product")
+    @classmethod
+    def _classifiable_product(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value not in KNOWN_PRODUCTS:
+            raise ValueError(
+                f"{value!r} is not a known product (expected one of {', '.join(KNOWN_PRODUCTS)})"
+            )
+        try:
+            water_classification_product(value)
+        except InvalidRequest as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _dataset_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not DATASET_ID.fullmatch(value):
+            raise ValueError(
+                f"{_shown(value)} is not a dataset id (expected a UUID such as "
+                "3fa85f64-5717-4562-b3fc-2c963f66afa6)"
+            )
+        return value.lower()
+
+    @field_validator("query_crs")
+    @classmethod
+    def _crs(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _check_crs(value, info.field_name)
+
+    @field_validator("prefix")
+    @classmethod
+    def _relative_prefix(cls, value: str) -> str:
+        return relative_path(value, what="a relative output path", allow_empty=True)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        return _check_bucket(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WaterClassificationRequest:
+        searched = [
+            name for name in ("product", "time_from", "time_to") if getattr(self, name) is not None
+        ]
+        if self.dataset_id is not None:
+            given = searched + [name for name in AREA_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"give either dataset_id (one scene), or product with an area and "
+                    f"time_from/time_to (every scene there), not both: {', '.join(given)} "
+                    "given with dataset_id"
+                )
+            return self
+        if self.product is None:
+            raise ValueError(
+                "name the scenes: give dataset_id, or product (e.g. ls8_usgs_sr_scene) with an "
+                "area and time_from/time_to"
+            )
+        missing = [name for name in ("time_from", "time_to") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"the period is missing {', '.join(missing)}")
+        _check_area(self)
+        for low, high in ProductRequest._ranges()[:4]:
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and low_value >= high_value:
+                raise ValueError(f"{low} {low_value} must be less than {high} {high_value}")
+        assert self.time_from is not None and self.time_to is not None
+        if self.time_from > self.time_to:
+            raise ValueError(f"time_from {self.time_from} is after time_to {self.time_to}")
+        return self
+
+    @property
+    def pool(self) -> str:
+        return "ard"
+
+    @property
+    def area_crs(self) -> str:
+        return _area_crs(self)
+
+    @property
+    def area_bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in `area_crs`; only for a request by product and area."""
+        return _area_bounds(self)
+
+    @property
+    def subject(self) -> str:
+        """What the request names, for people: the dataset, or the product and period."""
+        if self.dataset_id is not None:
+            return f"dataset {self.dataset_id}"
+        return f"{self.product} {self.time_from}..{self.time_to}"
+
+
 def _check_bucket(value: str) -> str:
     if ".." in value or value.startswith("xn--") or re.fullmatch(r"[0-9.]+", value):
         raise ValueError(f"{_shown(value)} is not an S3 bucket name")
     return value
 
 
-Request = ProductRequest | SceneRequest
+Request = ProductRequest | SceneRequest | WaterClassificationRequest
 
 _PRODUCT_FIELDS = frozenset(ProductRequest.model_fields) - {"kind"}
 _SCENE_FIELDS = frozenset(SceneRequest.model_fields) - {"kind"}
+_WATER_FIELDS = frozenset(WaterClassificationRequest.model_fields) - {"kind"}
 
 
 def decode_fields(
@@ -588,15 +733,20 @@ def parse_request(
     body: Mapping[str, Any], *, strict_fields: bool = True
 ) -> tuple[Request, list[str]]:
     """Validate a work item; returns the request and the unknown fields ignored (non-strict)."""
+    model: type[ProductRequest] | type[SceneRequest] | type[WaterClassificationRequest]
     if "in_scene" in body:
-        model: type[ProductRequest] | type[SceneRequest] = SceneRequest
+        model = SceneRequest
         known = _SCENE_FIELDS
+    elif isinstance(body.get("job_code"), str) and body["job_code"].strip() == WATER_CLASSIFICATION:
+        model = WaterClassificationRequest
+        known = _WATER_FIELDS
     elif "job_code" in body:
         model = ProductRequest
         known = _PRODUCT_FIELDS
     else:
         raise InvalidRequest(
-            "neither job_code (a product request) nor in_scene (an ARD scene request) is present; "
+            "neither job_code (a product request, or water_classification) nor in_scene (an ARD "
+            "scene request) is present; "
             f"fields given: {', '.join(sorted(map(str, body))) or 'none'}"
         )
     unknown = sorted(str(name) for name in body if name not in known)

@@ -236,6 +236,7 @@ KEY_CASES: list[tuple[str, tuple[str, ...], bool]] = [
     ("producer", ("XADD", KEYS.events, "*", "payload", "{}"), True),
     ("producer", ("RPUSH", "jobProduct", "{}"), True),
     ("producer", ("RPUSH", "jobS2", "{}"), True),
+    ("producer", ("RPUSH", "jobWater", "{}"), True),
     ("producer", ("XADD", KEYS.jobs("product"), "*", "job", "{}"), False),
     ("producer", ("XADD", KEYS.dead, "*", "x", "y"), False),
     ("producer", ("XADD", "jobProduct", "*", "x", "y"), False),
@@ -250,6 +251,7 @@ KEY_CASES: list[tuple[str, tuple[str, ...], bool]] = [
     ),
     ("dispatcher", ("XADD", KEYS.jobs("product"), "*", "job", "{}"), True),
     ("dispatcher", ("LPOP", "jobProduct"), True),
+    ("dispatcher", ("LPOP", "jobWater"), True),
     ("dispatcher", ("SET", KEYS.dispatched("r1"), "1", "NX", "EX", "60"), True),
     ("dispatcher", ("SET", KEYS.leader("autoscaler"), "me"), False),
     (
@@ -267,6 +269,10 @@ KEY_CASES: list[tuple[str, tuple[str, ...], bool]] = [
     ("worker", ("HSET", KEYS.job("j1"), "state", "running"), True),
     ("worker", ("XADD", KEYS.results, "*", "type", "job"), True),
     ("worker", ("XADD", KEYS.jobs("product"), "*", "job", "{}"), False),
+    # An ard worker adds the per-scene jobs of a water classification search, each once.
+    ("worker", ("XADD", KEYS.jobs("ard"), "*", "job", "{}"), True),
+    ("worker", ("SADD", KEYS.expanded("j1", "1"), "j2"), True),
+    ("worker", ("SADD", KEYS.dispatched("r1"), "j2"), False),
     ("worker", ("XADD", KEYS.events, "*", "payload", "{}"), False),
     (
         "worker",
@@ -553,6 +559,67 @@ async def test_every_service_does_its_work_under_its_own_user(
         assert worker.terminate() == 0
         assert dispatcher.terminate() == 0
         assert autoscaler.terminate() == 0
+        _no_permission_errors(*services)
+    finally:
+        for service in services:
+            service.close()
+        await admin.aclose()
+
+
+async def test_water_classification_runs_under_the_producer_dispatcher_and_worker_users(
+    clean: AclServer, small_archive: ArchiveFixture, tmp_path: Path
+) -> None:
+    """A search on jobWater becomes a job per scene, added by the ard worker under its user."""
+    admin = aioredis.Redis(
+        port=clean.server.port,
+        username=ADMIN_USERNAME,
+        password=clean.admin_password,
+        decode_responses=True,
+    )
+    common = {"CONVEYOR_BLOCK_MS": "100", "CONVEYOR_DASK_THREADS": "1"}
+    dispatcher = ServiceProcess(
+        "services.dispatcher", clean.environment("dispatcher", **common), [], tmp_path / "d.log"
+    )
+    worker = ServiceProcess(
+        "services.worker",
+        clean.environment(
+            "worker", **common, CONVEYOR_OUTPUT_URL=str(tmp_path / "out"),
+            CONVEYOR_SCRATCH_ROOT=str(tmp_path / "scratch"), **small_archive.environment,
+        ),
+        ["--pool", "ard"],
+        tmp_path / "w.log",
+    )  # fmt: skip
+    item = {
+        "job_code": "water_classification",
+        "product": "ls8_usgs_sr_scene",
+        "query_x_from": str(SMALL_BOX[0]),
+        "query_y_from": str(SMALL_BOX[1]),
+        "query_x_to": str(SMALL_BOX[2]),
+        "query_y_to": str(SMALL_BOX[3]),
+        "query_crs": "EPSG:3460",
+        "time_from": "2019-01-01",
+        "time_to": "2019-02-28",
+    }
+    services = (dispatcher, worker)
+    try:
+        for service in services:
+            await wait_ready(service)
+        with clean.client("producer") as producer:
+            producer.rpush("jobWater", json.dumps(item))
+
+        async def finished() -> bool:
+            results = await admin.xrange(KEYS.results)
+            return any(fields.get("type") == "request" for _id, fields in results)
+
+        await wait_until(finished, timeout=240)
+        states = [
+            await admin.hget(KEYS.job(job_id), "state")
+            for job_id in await admin.zrange(KEYS.job_index, 0, -1)
+        ]
+        scenes = len(small_archive.records)
+        assert sorted(states) == ["done"] * (scenes + 1), states
+        assert len(list((tmp_path / "out").rglob("*.odc-metadata.yaml"))) == scenes
+        assert await admin.xlen(KEYS.dead) == 0
         _no_permission_errors(*services)
     finally:
         for service in services:

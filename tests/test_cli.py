@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,9 @@ def test_submit_flags_and_legacy_lists(
     assert sync_redis.xlen(Keys(namespace).events) == 1
     [pushed] = sync_redis.lrange("jobProduct", 0, -1)
     assert json.loads(pushed) == json.loads(SEED_PRODUCT_ITEM)
+    water = {"job_code": "water_classification", "dataset_id": str(uuid.uuid4())}
+    assert run("submit", "--legacy", json.dumps(water))[0] == 0
+    assert [json.loads(item) for item in sync_redis.lrange("jobWater", 0, -1)] == [water]
 
 
 def test_status_job_and_dead_letters_show_what_happened(

@@ -21,7 +21,9 @@ NamespaceOption = Annotated[
 ]
 ListsOption = Annotated[
     list[str] | None,
-    typer.Option("--legacy-list", help="Legacy list names (default jobProduct, jobS2)."),
+    typer.Option(
+        "--legacy-list", help="Legacy list names (default jobProduct, jobS2, jobLS, jobWater)."
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shared.catalogue import WATER_CLASSIFICATION
 from shared.config import ConsumerSettings, QueueSettings
 from shared.dead_letters import DeadLetters
 from shared.errors import InvalidRequest
@@ -94,7 +95,8 @@ def submit(
         bool, typer.Option(help="Validate locally first and refuse invalid items with reasons.")
     ] = True,
     legacy: Annotated[
-        bool, typer.Option(help="Push to the original Redis lists (jobProduct/jobS2) instead.")
+        bool,
+        typer.Option(help="Push to the original Redis lists (jobProduct/jobS2/jobWater) instead."),
     ] = False,
 ) -> None:
     """Queue work items on the events stream (or the original lists with --legacy)."""
@@ -123,6 +125,16 @@ def submit(
     console.print(f"submitted {sent} item{'s' if sent != 1 else ''}")
 
 
+def legacy_list_for(body: dict[str, Any]) -> str:
+    """The original list an item goes on: `jobS2` for a scene, `jobWater` for a water
+    classification, `jobProduct` for a product."""
+    if "in_scene" in body:
+        return "jobS2"
+    if str(body.get("job_code", "")).strip() == WATER_CLASSIFICATION:
+        return "jobWater"
+    return "jobProduct"
+
+
 async def _submit(settings: QueueSettings, bodies: list[dict[str, Any]], legacy: bool) -> int:
     keys = Keys(settings.namespace)
     async with open_queue(settings) as redis:
@@ -133,7 +145,7 @@ async def _submit(settings: QueueSettings, bodies: list[dict[str, Any]], legacy:
                 for body in bodies[start : start + SUBMIT_BATCH]:
                     payload = json.dumps(body)
                     if legacy:
-                        pipe.rpush("jobS2" if "in_scene" in body else "jobProduct", payload)
+                        pipe.rpush(legacy_list_for(body), payload)
                     else:
                         pipe.xadd(keys.events, {"payload": payload, "_source": "cli"})
                 await pipe.execute()

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +165,12 @@ def run_demo(*, state_dir: Path, output: Path, console: Console) -> int:
 
 @dataclass(frozen=True)
 class LandsatItems:
-    """`RPUSH jobLS` scene items, and the product items that use their ARD once it is indexed."""
+    """`RPUSH jobLS` scene items, and the product and `jobWater` items that use their ARD once
+    it is indexed."""
 
     scenes: list[str]
     products: list[str]
+    water: list[str] = field(default_factory=list)
 
     def scene_request_ids(self) -> set[str]:
         from shared.messages import parse_request
@@ -177,11 +179,13 @@ class LandsatItems:
 
 
 def _landsat_items(archive: Any, state_dir: Path) -> LandsatItems:
-    """A jobLS item per USGS download, then a geomedian of each product over its scene."""
+    """A jobLS item per USGS download, then a geomedian of each product over its scene, and the
+    Collection 1 scene's water classification, named by the id its ARD is indexed under."""
     from devtools.archive.demo import LANDSAT_PERIOD
+    from services.worker.ard.metadata import ard_dataset_id
 
     inter_dir = str((state_dir / "scratch" / "intermediate").resolve())
-    scenes, products = [], []
+    scenes, products, water = [], [], []
     for scene in archive.landsat_scenes:
         item = {"in_scene": scene.name, "inter_dir": inter_dir, "s3_dir": "fiji/landsat/"}
         scenes.append(json.dumps(item))
@@ -195,7 +199,14 @@ def _landsat_items(archive: Any, state_dir: Path) -> LandsatItems:
             "prefix": f"commonsensing/fiji/{scene.product}_geomedian/2019-01",
         }  # fmt: skip
         products.append(json.dumps(request))
-    return LandsatItems(scenes, products)
+        if scene.product == "ls8_usgs_sr_scene":
+            classify = {
+                "job_code": "water_classification",
+                "dataset_id": str(ard_dataset_id(scene.product, scene.name)),
+                "prefix": "commonsensing/fiji",
+            }
+            water.append(json.dumps(classify))
+    return LandsatItems(scenes, products, water)
 
 
 async def _push_and_follow(
@@ -235,7 +246,9 @@ async def _push_and_follow(
     landsat_scenes, landsat_pushed = landsat.scene_request_ids(), not landsat.products
     # Followed by request id (the same items always make the same requests), so a demo run again
     # finds its requests finished, or sees them finish, rather than waiting for new results.
-    request_ids = _request_ids([*product_items, *scene_items, *landsat.scenes, *landsat.products])
+    request_ids = _request_ids(
+        [*product_items, *scene_items, *landsat.scenes, *landsat.products, *landsat.water]
+    )
     finished: set[str] = set()
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -254,6 +267,9 @@ async def _push_and_follow(
                 # The Landsat ARD is indexed now: product jobs can load it.
                 console.print("RPUSH jobProduct: a geomedian of each Landsat scene's product")
                 await producer.rpush("jobProduct", *landsat.products)  # type: ignore[misc]
+                if landsat.water:
+                    console.print("RPUSH jobWater: the Landsat 8 scene's water classification")
+                    await producer.rpush("jobWater", *landsat.water)  # type: ignore[misc]
                 landsat_pushed = True
             job_ids = await _job_ids(redis, keys, request_ids)
             job_states = [await redis.hget(keys.job(job_id), "state") for job_id in job_ids]  # type: ignore[misc]

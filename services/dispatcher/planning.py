@@ -21,9 +21,10 @@ from shared.jobs import (
     iter_periods,
     product_job,
     scene_job,
+    water_job,
 )
 from shared.limits import LimitExceeded, RequestLimits, check_limit, figure, setting_name
-from shared.messages import ProductRequest, Request, SceneRequest
+from shared.messages import ProductRequest, Request, SceneRequest, WaterClassificationRequest
 from shared.tiling import CellPlan, area_pixels, grid_anchor, plan_tiles, whole_area
 
 RequestCheck = Callable[[ProductRequest], None]
@@ -31,7 +32,9 @@ RequestCheck = Callable[[ProductRequest], None]
 
 @dataclass(frozen=True)
 class JobPlan:
-    """The jobs of one request: tiles (or one whole-box area) x periods, or one scene."""
+    """The jobs of one request: tiles (or one whole-box area) x periods, or one scene, or one
+    water classification job (a dataset, or the search the ard worker expands into a job per
+    dataset: the dispatcher never queries the datacube index)."""
 
     request: Request
     tiles: CellPlan | None = None
@@ -64,6 +67,10 @@ class JobPlan:
         if isinstance(request, SceneRequest):
             if start == 0:
                 yield scene_job(request)
+            return
+        if isinstance(request, WaterClassificationRequest):
+            if start == 0:
+                yield water_job(request)
             return
         periods = list(self._periods())
         area_skip, period_skip = divmod(start, len(periods))
@@ -98,7 +105,7 @@ def plan_request(
     whole box, as the original made it. `check` raises `InvalidRequest` when no product plugin
     can serve the request.
     """
-    if isinstance(request, SceneRequest):
+    if isinstance(request, SceneRequest | WaterClassificationRequest):
         return JobPlan(request)
     if check is not None:
         check(request)

@@ -22,12 +22,15 @@ from shared.logging import configure_logging
 from shared.service import consumer_name, settings_or_exit
 
 
-def build_runners(settings: WorkerSettings) -> dict[str, Any]:
+def build_runners(settings: WorkerSettings, redis: Any) -> dict[str, Any]:
+    """The runner of each job kind the pool serves; `redis` is the queue, for runners that add
+    jobs (a water classification search adds a job per scene)."""
     import_plugin_modules(settings.plugin_modules)
     if settings.pool == "ard":
         from services.worker.ard.runner import SceneRunner
+        from services.worker.water.runner import WaterRunner
 
-        return {"scene": SceneRunner(settings)}
+        return {"scene": SceneRunner(settings), "water": WaterRunner(settings, redis)}
     from services.worker.product_runner import ProductRunner
 
     return {"product": ProductRunner(settings)}
@@ -37,7 +40,13 @@ async def serve(settings: WorkerSettings) -> None:
     from services.worker.service import Worker
     from shared.service import serve as serve_service
 
-    runners = build_runners(settings)
+    runners: dict[str, Any] = {}
+
+    def build(redis: Any) -> Worker:
+        # Some runners add jobs of their own (a water classification search), so they are
+        # made with the queue's client.
+        runners.update(build_runners(settings, redis))
+        return Worker(redis, settings, runners)
 
     async def close_runners() -> None:
         for runner in runners.values():
@@ -45,10 +54,7 @@ async def serve(settings: WorkerSettings) -> None:
             if close is not None:
                 await close()
 
-    await serve_service(
-        settings, lambda redis: Worker(redis, settings, runners), role="worker",
-        close=close_runners,
-    )  # fmt: skip
+    await serve_service(settings, build, role="worker", close=close_runners)
 
 
 def _die_with_parent() -> None:

@@ -28,6 +28,7 @@ from services.worker.outputs import (
     write_product,
 )
 from services.worker.products import ProductContext, get_product, sensor_for
+from services.worker.products.base import DerivedFrom
 from services.worker.service import JobOutcome
 from services.worker.settings import WorkerSettings
 from shared.catalogue import short_name
@@ -36,6 +37,12 @@ from shared.errors import NoData, Permanent
 from shared.jobs import Job, ProductJob
 
 log = structlog.get_logger(__name__)
+
+
+class MissingInputs(Permanent):
+    """The job counts datasets made from others, and some of those were never made."""
+
+    reason = "inputs_missing"
 
 
 def output_product_name(job: ProductJob) -> str:
@@ -99,19 +106,23 @@ class ProductRunner:
                 return JobOutcome(state="skipped", destination=destination.kind)
 
             started = time.monotonic()
-            datasets = await asyncio.to_thread(self._find_datasets, job)
+            plan = product.load_plan(sensor, job.options)
+            datasets = await asyncio.to_thread(self._find_datasets, job, plan.product)
             if not datasets:
                 raise NoData(
-                    f"no {job.product} datasets between {job.period.start} and {job.period.end} "
-                    f"over tile {job.area.tile}"
+                    f"no {plan.product} datasets between {job.period.start} and "
+                    f"{job.period.end} over tile {job.area.tile}"
+                )
+            if plan.derived_from is not None:
+                await asyncio.to_thread(
+                    self._check_derived, job, plan.product, plan.derived_from, datasets
                 )
             # Lazy: pixels are read as the computation consumes them, a few chunks at a time
             # (persisting the cube first held all of it, and then its masked copy, at once). So
             # "load" is finding the datasets and planning the read; reading counts as compute.
             cube = await asyncio.to_thread(
-                self._load, job, datasets, product.measurements(sensor),
-                product.load_resampling(sensor),
-            )  # fmt: skip
+                self._load, job, datasets, plan.measurements, plan.resampling
+            )
             stages["load"] = time.monotonic() - started
 
             started = time.monotonic()
@@ -146,9 +157,9 @@ class ProductRunner:
             },
         )
 
-    def _find_datasets(self, job: ProductJob) -> Sequence[Any]:
-        """Datasets whose footprint meets the cell and whose solar day (at the cell) is in the
-        period.
+    def _find_datasets(self, job: ProductJob, product: str | None = None) -> Sequence[Any]:
+        """Datasets of `product` (default the job's) whose footprint meets the cell and whose
+        solar day (at the cell) is in the period.
 
         The index is searched by time (a day wider than the period: see `loading`) and
         latitude only, then footprints are intersected in the cell's own CRS: datacube 1.9
@@ -163,7 +174,7 @@ class ProductRunner:
         longitude = cell_longitude(geobox)
         latitudes = cell.to_crs("EPSG:4326").boundingbox
         candidates = self.datacube().find_datasets(
-            product=job.product,
+            product=product or job.product,
             time=search_times(job.period.start, job.period.end),
             lat=(latitudes.bottom, latitudes.top),
         )
@@ -174,6 +185,26 @@ class ProductRunner:
             and in_period(dataset, job.period.start, job.period.end, longitude)
             and dataset.extent.to_crs(cell.crs).intersects(cell)
         ]
+
+    def _check_derived(
+        self, job: ProductJob, product: str, derived: DerivedFrom, datasets: Sequence[Any]
+    ) -> None:
+        """Every dataset of `derived.product` the tile and period hold has its `product`
+        dataset among `datasets`, or `MissingInputs` says which do not."""
+        present = {str(dataset.id) for dataset in datasets}
+        sources = self._find_datasets(job, derived.product)
+        missing = [
+            str(source.id)
+            for source in sources
+            if str(derived.dataset_id(str(source.id))) not in present
+        ]
+        if missing:
+            raise MissingInputs(
+                f"{len(missing)} of the {len(sources)} {derived.product} datasets between "
+                f"{job.period.start} and {job.period.end} over tile {job.area.tile} have no "
+                f"{product} dataset indexed (e.g. {missing[0]}): make them first (a "
+                f"water_classification item on jobWater), or ask for another method"
+            )
 
     def _load(
         self,

@@ -11,7 +11,8 @@ document and not resolved against the index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -29,11 +30,20 @@ class SceneIndexer:
     def __init__(self, open_datacube: Callable[[], Any]) -> None:
         self._open_datacube = open_datacube
         self._datacube: Any = None
+        # Jobs running at once (--concurrency) open it from their threads: one for all.
+        self._lock = threading.Lock()
 
     def datacube(self) -> Any:
-        if self._datacube is None:
-            self._datacube = self._open_datacube()
-        return self._datacube
+        with self._lock:
+            if self._datacube is None:
+                self._datacube = self._open_datacube()
+            return self._datacube
+
+    def ensure_product(self, definition: Mapping[str, Any]) -> None:
+        """Add the product `definition` names unless the index has it as defined."""
+        from shared.datacube import add_product_definition
+
+        add_product_definition(self.datacube(), definition)
 
     def ensure_indexed(self, document_text: str, uri: str) -> bool:
         """Index the document found at `uri` unless its id is there; True when it was added."""
@@ -64,12 +74,13 @@ class SceneIndexer:
         return True
 
     def close(self) -> None:
-        if self._datacube is not None:
-            self._datacube.close()
-            self._datacube = None
+        with self._lock:
+            if self._datacube is not None:
+                self._datacube.close()
+                self._datacube = None
 
 
-def _open_configured_datacube() -> Any:
+def open_configured_datacube() -> Any:
     from shared.datacube import DatacubeSettings, open_datacube
 
     return open_datacube(DatacubeSettings())
@@ -86,4 +97,4 @@ def indexer_for(settings: WorkerSettings) -> SceneIndexer | None:
     configuration and datacube.conf), or None when indexing is off."""
     if not indexing_enabled(settings):
         return None
-    return SceneIndexer(_open_configured_datacube)
+    return SceneIndexer(open_configured_datacube)

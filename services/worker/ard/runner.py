@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -32,25 +31,26 @@ import structlog
 
 from services.worker.ard import landsat as _landsat  # noqa: F401  (registers the plugins)
 from services.worker.ard import sentinel2 as _sentinel2  # noqa: F401  (registers the plugin)
+from services.worker.ard.commit import (
+    OutputPlace,
+    commit,
+    index_committed,
+    is_committed,
+    log_indexed,
+    output_folder,
+)
 from services.worker.ard.errors import BadSceneRequest
 from services.worker.ard.fetch import Archive, fetch_scene, parse_archive
 from services.worker.ard.index import SceneIndexer, indexer_for
 from services.worker.ard.limits import ArchiveLimits
 from services.worker.ard.plugin import (
     ArdContext,
-    ArdProduct,
     ScenePlugin,
     metadata_file_name,
     registered_scene_plugins,
-    stac_file_name,
 )
 from services.worker.ard.scratch import fresh_folder, job_folder, remove_folder, scratch_directory
-from services.worker.outputs.destination import (
-    LocalDestination,
-    S3Destination,
-    destination_from_url,
-)
-from services.worker.outputs.metadata import YAML_MEDIA_TYPE, dump_json, dump_yaml
+from services.worker.outputs.destination import destination_from_url
 from services.worker.outputs.settings import S3Settings
 from services.worker.outputs.spec import CogOptions
 from services.worker.service import JobOutcome
@@ -60,35 +60,10 @@ from shared.destinations import check_destinations
 from shared.errors import InvalidRequest, Permanent
 from shared.jobs import Job, SceneJob
 from shared.messages import SceneRequest
-from shared.paths import UnsafePath, relative_path
 
 log = structlog.get_logger(__name__)
-CONCURRENT_UPLOADS = 4
 
-
-@dataclass(frozen=True)
-class OutputPlace:
-    destination: LocalDestination | S3Destination
-    folder: str
-
-    def key(self, file_name: str) -> str:
-        return f"{self.folder}/{file_name}"
-
-    def url(self, file_name: str) -> str:
-        return self.destination.url_for(self.key(file_name))
-
-    @property
-    def folder_url(self) -> str:
-        return f"{self.destination.url_for(self.folder)}/"
-
-
-def output_folder(s3_dir: str, scene: str) -> str:
-    """`{s3_dir}/{scene}`, with `s3_dir` checked to be a plain relative path."""
-    try:
-        cleaned = relative_path(s3_dir.strip(), what="a relative folder", allow_empty=True)
-    except UnsafePath as error:
-        raise BadSceneRequest(f"s3_dir: {error}") from None
-    return f"{cleaned}/{scene}" if cleaned else scene
+__all__ = ["OutputPlace", "SceneRunner", "output_folder"]
 
 
 class SceneRunner:
@@ -177,8 +152,8 @@ class SceneRunner:
         bound = log.bind(job_id=job.job_id, scene=request.in_scene, plugin=plugin.name)
         async with place.destination:
             metadata_name = metadata_file_name(name)
-            if await place.destination.exists(place.key(metadata_name)):
-                await self._index(place, metadata_name, bound)
+            if await is_committed(place, name):
+                await self._index(place, name, bound)
                 bound.info("ard.already_committed", metadata_url=place.url(metadata_name))
                 return JobOutcome(
                     state="skipped",
@@ -231,8 +206,8 @@ class SceneRunner:
         stages["compute"] = time.monotonic() - started
 
         started = time.monotonic()
-        written = await self._write(product, place, name)
-        await self._index(place, metadata_file_name(name), bound)
+        written = await commit(product, place, name)
+        await self._index(place, name, bound)
         stages["write"] = time.monotonic() - started
         bound.info(
             "ard.done",
@@ -249,37 +224,8 @@ class SceneRunner:
             detail={"scene": name, "dataset_id": str(product.dataset_id)},
         )
 
-    async def _write(self, product: ArdProduct, place: OutputPlace, name: str) -> dict[str, int]:
-        """Files, then the STAC item, then the eo3 document: the commit."""
-        written: dict[str, int] = {}
-        limit = asyncio.Semaphore(CONCURRENT_UPLOADS)
-        destination = place.destination
-
-        async def put(file_name: str, data: bytes | Path, media_type: str) -> None:
-            async with limit:
-                size = await destination.put(place.key(file_name), data, content_type=media_type)
-            written[place.url(file_name)] = size
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for item in product.files:
-                    group.create_task(put(item.name, item.path, item.media_type))
-        except BaseExceptionGroup as failures:
-            raise failures.exceptions[0] from None
-        await put(stac_file_name(name), dump_json(product.stac_item).encode(), "application/json")
-        await put(
-            metadata_file_name(name), dump_yaml(product.eo3_document).encode(), YAML_MEDIA_TYPE
-        )
-        return written
-
     async def _index(
-        self, place: OutputPlace, metadata_name: str, bound: structlog.typing.FilteringBoundLogger
+        self, place: OutputPlace, name: str, bound: structlog.typing.FilteringBoundLogger
     ) -> None:
-        if self.indexer is None:
-            return
-        document_text = await place.destination.read_text(place.key(metadata_name))
-        added = await asyncio.to_thread(
-            self.indexer.ensure_indexed, document_text, place.url(metadata_name)
-        )
-        if added:
-            bound.info("ard.indexed", metadata_url=place.url(metadata_name))
+        if self.indexer is not None:
+            await index_committed(self.indexer, place, name, log_indexed(bound, "ard.indexed"))

@@ -18,6 +18,7 @@ import numpy as np
 import pystac
 import yaml
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from pystac.extensions.eo import Band, EOExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
@@ -176,7 +177,13 @@ def eo3_document(facts: DatasetFacts) -> dict[str, Any]:
 
 def _wgs84_footprint(geobox: GeoBox) -> tuple[dict[str, Any], list[float]]:
     # One vertex per corner is enough for a tile; split at the antimeridian when it crosses it.
-    footprint = geobox.extent.to_crs("EPSG:4326", resolution=math.inf, wrapdateline=True)
+    return wgs84_footprint(geobox.extent)
+
+
+def wgs84_footprint(outline: Geometry) -> tuple[dict[str, Any], list[float]]:
+    """A projected outline as a STAC geometry and bbox: in lon/lat, its vertices as they are,
+    split at the antimeridian when it crosses it (STAC's bbox then has west > east)."""
+    footprint = outline.to_crs("EPSG:4326", resolution=math.inf, wrapdateline=True)
     box = footprint.boundingbox
     bbox = [box.left, box.bottom, box.right, box.top]
     parts = list(getattr(footprint.geom, "geoms", [footprint.geom]))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from uuid import UUID
 
 import numpy as np
 import xarray as xr
@@ -51,6 +52,26 @@ class OutputBand:
     @property
     def nodata_is_nan(self) -> bool:
         return isinstance(self.nodata, float) and math.isnan(self.nodata)
+
+
+@dataclass(frozen=True)
+class DerivedFrom:
+    """The loaded datasets are each derived from one dataset of `product`, with the id
+    `dataset_id(source id)`: every such source in the job's place and period must have its
+    derived dataset, or the job is refused (a count must not silently miss scenes)."""
+
+    product: str
+    dataset_id: Callable[[str], UUID]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a job loads: which product's datasets, which of its measurements, resampled how."""
+
+    product: str
+    measurements: list[str]
+    resampling: Mapping[str, str] | str
+    derived_from: DerivedFrom | None = None
 
 
 class TideTableSettings(Protocol):
@@ -131,6 +152,12 @@ class Product(ABC):
         """How `dc.load` resamples each measurement onto the output grid: masks and classes
         always nearest; reflectance as `reflectance_resampling` says."""
         return {sensor.mask_band: "nearest", "*": self.reflectance_resampling}
+
+    def load_plan(self, sensor: Sensor, options: Mapping[str, str]) -> LoadPlan:
+        """What the worker loads for a request: by default the input product's `measurements`,
+        resampled as `load_resampling` says. A product that reads something the worker made
+        before (a water summary counting indexed classifications) says so here."""
+        return LoadPlan(sensor.product, self.measurements(sensor), self.load_resampling(sensor))
 
     def vectors(self, result: xr.Dataset, options: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """GeoJSON FeatureCollections derived from the computed `result`, by name (default none)."""
