@@ -7,9 +7,9 @@ Every service reads this table and nothing else for these facts:
 - output naming takes the sensor's short name from it (`ls8_geomedian`, legacy `ls8_…`);
 - the synthetic archive generator writes scenes with these bands, dtypes, nodata and masks.
 
-Adding a sensor is one `InputProduct` here (plus its ODC product definition under
-`shared/odc_products/`, and the definition of its `{short name}_water_classification`, which
-`jobWater` makes of its scenes); adding a product is one `JobCode` here plus its plugin module.
+Adding a sensor is one `InputProduct` here plus its ODC product definition under
+`shared/odc_products/` (docs/adding-a-sensor.md); adding a product is one `JobCode` here plus its
+plugin module.
 """
 
 from __future__ import annotations
@@ -599,12 +599,19 @@ def water_classification_source(product: str) -> str:
 
 
 def water_classification_definition(product: str) -> dict[str, Any]:
-    """The eo3 ODC product definition of a water classification product (a fresh copy)."""
+    """The eo3 ODC product definition of a water classification product (a fresh copy): one
+    definition for every input product, named and described after it."""
     import yaml
 
-    water_classification_source(product)
-    document = yaml.safe_load(_definition_text(product))
+    source = water_classification_source(product)
+    document = yaml.safe_load(_definition_text(WATER_CLASSIFICATION))
     assert isinstance(document, dict)
+    described = str(product_definition(source).get("description", source)).rstrip(".")
+    document["name"] = product
+    document["metadata"]["product"]["name"] = product
+    document["description"] = (
+        f"WOfS water classification of each scene of {described} ({source}), uint8 bit flags."
+    )
     return document
 
 

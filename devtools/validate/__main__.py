@@ -63,6 +63,7 @@ async def _run_products(outputs: Path) -> None:
     from services.dispatcher.planning import plan_jobs
     from services.worker.product_runner import ProductRunner
     from services.worker.settings import WorkerSettings
+    from shared.config import DispatcherSettings
     from shared.jobs import ProductJob
     from shared.messages import parse_request
 
@@ -84,7 +85,9 @@ async def _run_products(outputs: Path) -> None:
                 "prefix": "validate",
             }
             request, _ignored = parse_request(item)
-            for job in plan_jobs(request, tile_size=None, tile_size_pixels=3200):
+            # The dispatcher's own cells: products are checked as `make demo` makes them.
+            cell_pixels = DispatcherSettings.model_fields["tile_size_pixels"].default
+            for job in plan_jobs(request, tile_size=None, tile_size_pixels=cell_pixels):
                 assert isinstance(job, ProductJob)
                 outcome = await runner.run(job)
                 print(f"made {job_code} {job.area.tile}: {outcome.state}", flush=True)
