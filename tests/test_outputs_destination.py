@@ -17,8 +17,9 @@ from services.worker.outputs.destination import (
     check_key,
     destination_from_url,
 )
-from services.worker.outputs.settings import MIB, OutputSettings, S3Settings, parse_output_url
+from services.worker.outputs.settings import MIB, S3Settings, parse_output_url
 from services.worker.outputs.spec import CogOptions
+from services.worker.settings import WorkerSettings
 from shared.embedded import free_port
 from shared.errors import Permanent, Retryable
 from tests.test_outputs_support import bucket_name, new_bucket
@@ -139,7 +140,7 @@ def test_s3_settings_read_the_original_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CONVEYOR_OUTPUT_URL", "s3://public-eo-data/products")
 
     settings = S3Settings()
-    output = OutputSettings()
+    output = WorkerSettings()
 
     assert settings.aws_region == "eu-west-2"
     assert settings.aws_s3_endpoint_url == "http://minio:9000"
@@ -211,7 +212,7 @@ def test_output_settings_choose_naming_and_compression(monkeypatch: pytest.Monke
     monkeypatch.setenv("CONVEYOR_COG_COMPRESSION", "ZSTD")
     monkeypatch.setenv("CONVEYOR_COG_LEVEL", "9")
 
-    settings = OutputSettings()
+    settings = WorkerSettings()
 
     assert settings.output_naming == "legacy"
     assert settings.cog_options() == CogOptions(compression="ZSTD", level=9)
@@ -222,7 +223,18 @@ def test_a_bad_output_url_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CONVEYOR_OUTPUT_URL", "ftp://host/dir")
 
     with pytest.raises(ValueError, match="not supported"):
-        OutputSettings()
+        WorkerSettings()
+
+
+def test_a_deflate_level_beyond_nine_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVEYOR_COG_LEVEL", "15")
+
+    with pytest.raises(
+        ValueError, match=r"CONVEYOR_COG_LEVEL=15: DEFLATE level 15 is out of range"
+    ):
+        WorkerSettings()
 
 
 buckets = st.from_regex(r"[a-z0-9][a-z0-9-]{1,30}[a-z0-9]", fullmatch=True)

@@ -98,13 +98,23 @@ class DaskCompute:
         self._pool: ThreadPoolExecutor | None = None
 
     async def client(self) -> Any:
-        """The distributed client of `DASK_SCHEDULER_HOST` (only when it is set)."""
-        if self._client is not None:
+        """The distributed client of `DASK_SCHEDULER_HOST` (only when it is set).
+
+        A client that lost its scheduler has cancelled every future it held (the attempts
+        computing on it failed, to be retried); it is dropped and a new one connects, to the
+        scheduler that replaced it. The cluster is shared: nothing here restarts it.
+        """
+        if self._client is not None and self._client.status == "running":
             return self._client
         if not self.settings.dask_scheduler_host:
             raise RuntimeError("no DASK_SCHEDULER_HOST: this worker computes in its own threads")
         from distributed import Client
 
+        if self._client is not None:
+            lost, self._client = self._client, None
+            log.warning("dask scheduler connection lost: reconnecting", status=lost.status)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lost.close(), timeout=5)
         address = scheduler_address(self.settings.dask_scheduler_host)
         self._client = await Client(address, asynchronous=True)
         log.info("dask scheduler", address=address)

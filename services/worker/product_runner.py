@@ -139,6 +139,7 @@ class ProductRunner:
                 sources=[str(dataset.id) for dataset in datasets],
                 default_naming=self.settings.output_naming,
                 properties={"odc:file_format": "GeoTIFF"},
+                cog=self.settings.cog_options(), producer=self.settings.producer,
             )  # fmt: skip
             written = await write_product(result, vectors, spec, destination)
             if self.settings.index_outputs:

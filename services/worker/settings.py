@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
+from services.worker.outputs.settings import parse_output_url
+from services.worker.outputs.spec import CogOptions, Compression
 from shared.config import ConsumerSettings, ModuleNames
 from shared.destinations import DestinationSettings
 
@@ -38,6 +40,15 @@ class WorkerSettings(ConsumerSettings, DestinationSettings):
         description="file:///path, a plain directory, or s3://bucket[/prefix].",
     )
     output_naming: Literal["odc", "legacy"] = "odc"
+    cog_compression: Compression = Field(
+        default="DEFLATE", description="Every band's compression: DEFLATE or ZSTD."
+    )
+    cog_level: int = Field(
+        default=6, ge=1, le=22, description="Compression level: DEFLATE 1-9, ZSTD 1-22."
+    )
+    producer: str | None = Field(
+        default=None, description="odc:producer of every product written, a domain name."
+    )
     index_outputs: bool = Field(
         default=False, description="Index products back into the datacube as their own product."
     )
@@ -64,7 +75,6 @@ class WorkerSettings(ConsumerSettings, DestinationSettings):
         validation_alias=AliasChoices("DASK_SCHEDULER_HOST", "CONVEYOR_DASK_SCHEDULER_HOST"),
     )
     dask_threads: int = Field(default=2, ge=1)
-    dask_memory_limit: str = "auto"
     default_chunk_pixels: int = Field(default=2048, ge=64)
     plugin_modules: ModuleNames = Field(
         default_factory=list,
@@ -84,6 +94,29 @@ class WorkerSettings(ConsumerSettings, DestinationSettings):
                 "CONVEYOR_JOB_TIMEOUT_SECONDS)"
             )
         return timeouts
+
+    @field_validator("output_url")
+    @classmethod
+    def _known_location(cls, value: str) -> str:
+        parse_output_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cog_options_valid(self) -> WorkerSettings:
+        # Refused at start-up, not at the first write.
+        try:
+            self.cog_options()
+        except ValidationError as error:
+            reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+            raise ValueError(
+                f"CONVEYOR_COG_COMPRESSION={self.cog_compression} "
+                f"CONVEYOR_COG_LEVEL={self.cog_level}: {reason}"
+            ) from None
+        return self
+
+    def cog_options(self) -> CogOptions:
+        """How every band this worker writes is compressed."""
+        return CogOptions(compression=self.cog_compression, level=self.cog_level)
 
     def timeout_for(self, job_code: str) -> float:
         """Seconds a job of `job_code` may run before its attempt fails with reason timeout."""

@@ -85,7 +85,7 @@ class SceneRunner:
         self.settings = settings
         self.s3_settings = s3_settings if s3_settings is not None else S3Settings()
         self.archive_limits = archive_limits if archive_limits is not None else ArchiveLimits()
-        self.cog = cog or CogOptions()
+        self.cog = cog or settings.cog_options()
         self.plugins: list[ScenePlugin] = [
             plugin() for plugin in registered_scene_plugins().values()
         ]

@@ -19,7 +19,7 @@ from services.worker.outputs.job_spec import output_spec_for_job
 from services.worker.outputs.metadata import product_definition
 from services.worker.outputs.naming import ProductLayout, layout_for
 from services.worker.outputs.quicklook import rgb_quicklook
-from services.worker.outputs.settings import OutputSettings, S3Credentials, S3Settings
+from services.worker.outputs.settings import S3Credentials, S3Settings
 from services.worker.outputs.spec import BandSpec, CogOptions, OutputSpec
 from services.worker.outputs.writer import WrittenFile, WrittenProduct, is_committed, write_product
 
@@ -28,7 +28,6 @@ __all__ = [
     "CogOptions",
     "Destination",
     "LocalDestination",
-    "OutputSettings",
     "OutputSpec",
     "ProductLayout",
     "S3Credentials",

@@ -17,8 +17,6 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.worker.outputs.spec import CogOptions, Compression, NamingMode
-
 MIB = 1024 * 1024
 # S3 refuses parts under 5 MiB, except the last one.
 S3_MINIMUM_PART_BYTES = 5 * MIB
@@ -91,33 +89,6 @@ class S3Settings(BaseSettings):
             secret_access_key=self.aws_secret_access_key,
             session_token=self.aws_session_token,
         )
-
-
-class OutputSettings(BaseSettings):
-    """Where products are written and how (`CONVEYOR_OUTPUT_URL`, `CONVEYOR_OUTPUT_NAMING`, ...)."""
-
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", populate_by_name=True)
-
-    output_url: str = Field(
-        default="demo-output",
-        description="file:///path, a directory path, or s3://bucket/prefix "
-        "(s3:// alone writes to each job's own bucket, as the original did)",
-    )
-    output_naming: NamingMode = Field(
-        default="odc", description="Layout for jobs that do not choose one: odc or legacy"
-    )
-    cog_compression: Compression = "DEFLATE"
-    cog_level: int = Field(default=6, ge=1, le=22)
-    producer: str | None = Field(default=None, description="odc:producer, a domain name")
-
-    @field_validator("output_url")
-    @classmethod
-    def _known_location(cls, value: str) -> str:
-        parse_output_url(value)
-        return value
-
-    def cog_options(self) -> CogOptions:
-        return CogOptions(compression=self.cog_compression, level=self.cog_level)
 
 
 @dataclass(frozen=True)

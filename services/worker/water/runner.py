@@ -101,7 +101,7 @@ class WaterRunner:
         self.index = index if index is not None else SceneIndexer(open_configured_datacube)
         self.index_outputs = indexing_enabled(settings)
         self.s3_settings = s3_settings if s3_settings is not None else S3Settings()
-        self.cog = cog or CogOptions()
+        self.cog = cog or settings.cog_options()
         self.destinations = settings.destination_policy()
         self.expansion = Expansion(redis, self.keys, batch_bytes=self.limits.dispatch_batch_bytes)
 
