@@ -40,6 +40,7 @@ OVERLAYS = {
     "prod": MANIFESTS / "overlays" / "prod",
     "keda": MANIFESTS / "overlays" / "keda",
     "external-redis": MANIFESTS / "overlays" / "external-redis",
+    "dask": MANIFESTS / "overlays" / "dask",
 }
 # Oldest and a recent Kubernetes minor that the manifests must be valid for.
 KUBERNETES_VERSIONS = ("1.29", "1.33")
@@ -1253,3 +1254,51 @@ def test_rules_and_dashboards_cover_each_service() -> None:
         "conveyor_autoscaler_max_replicas",
     ):
         assert needed in used, needed
+
+
+def test_dask_overlay_points_product_workers_at_its_scheduler_and_lets_the_cluster_talk() -> None:
+    objects = render("dask")
+    templates = dict(pod_templates(objects))
+    product = templates["Deployment/worker-product"]
+    [container] = product["spec"]["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
+    service = named(objects, "Service", "dask-scheduler")
+    [port] = service["spec"]["ports"]
+    assert env["DASK_SCHEDULER_HOST"] == f"tcp://{service['metadata']['name']}:{port['port']}"
+    # Only the product pool computes on the cluster; the ard pool keeps its own threads.
+    [ard] = templates["Deployment/worker-ard"]["spec"]["containers"]
+    assert "DASK_SCHEDULER_HOST" not in {variable["name"] for variable in ard.get("env", [])}
+
+    scheduler = templates["Deployment/dask-scheduler"]
+    workers = templates["Deployment/dask-worker"]
+    [worker_container] = workers["spec"]["containers"]
+    assert worker_container["command"] == ["dask", "worker"]
+    assert worker_container["args"][0] == env["DASK_SCHEDULER_HOST"]
+    # The workers run the conveyor's image: they unpickle its tasks.
+    assert worker_container["image"] == container["image"]
+
+    def labels(template: Manifest) -> dict[str, str]:
+        return dict(template["metadata"]["labels"])
+
+    def egress(template: Manifest) -> list[Manifest]:
+        return [
+            rule
+            for policy in _policies_for(objects, labels(template), "egress")
+            for rule in policy["spec"].get("egress", [])
+        ]
+
+    def ingress(template: Manifest) -> list[Manifest]:
+        return [
+            rule
+            for policy in _policies_for(objects, labels(template), "ingress")
+            for rule in policy["spec"].get("ingress", [])
+        ]
+
+    assert _allows(egress(product), 8786, labels(scheduler))
+    assert _allows(ingress(scheduler), 8786, labels(product))
+    assert _allows(egress(workers), 8786, labels(scheduler))
+    assert _allows(ingress(scheduler), 8786, labels(workers))
+    assert _allows(egress(scheduler), 8788, labels(workers))
+    assert _allows(ingress(workers), 8788, labels(scheduler))
+    assert _allows(ingress(workers), 8788, labels(workers))
+    assert not _allows(ingress(scheduler), 8786, labels(templates["Deployment/worker-ard"]))
