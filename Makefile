@@ -25,7 +25,7 @@ demo: setup
 
 # Independent checks of the demo's products (or of a small archive's, without a demo run).
 validate: setup
-	$(BIN)/python -m devtools.validate --outputs demo-output --archive .conveyor/demo/archive
+	$(BIN)/python -m devtools.validate --outputs demo-output --archive .conveyor/archive
 
 test: setup system-deps
 	$(BIN)/python -m pytest

@@ -1,6 +1,6 @@
 """`make validate`: rerun the independent checks on products and print the largest differences.
 
-    python -m devtools.validate [--outputs demo-output] [--archive .conveyor/demo/archive]
+    python -m devtools.validate [--outputs demo-output] [--archive .conveyor/archive]
 
 Every product dataset (`*.odc-metadata.yaml`) under `--outputs` whose job code has a check is
 compared, on `--windows` random windows of `--size` pixels, with its reference recomputed from
@@ -98,7 +98,7 @@ async def _run_products(outputs: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.validate", description=__doc__)
     parser.add_argument("--outputs", type=Path, default=Path("demo-output"))
-    parser.add_argument("--archive", type=Path, default=Path(".conveyor/demo/archive"))
+    parser.add_argument("--archive", type=Path, default=Path(".conveyor/archive"))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--windows", type=int, default=2, help="windows checked per dataset")
     parser.add_argument("--size", type=int, default=256, help="window size in pixels")
