@@ -571,6 +571,18 @@ class ConsumerGroup:
                 return False
             raise
 
+    async def leave_on_stop(self) -> None:
+        """`leave`, as a stopping service calls it: an outage is logged, not raised (the
+        consumer is then removed by housekeeping once idle)."""
+        try:
+            if await self.leave():
+                log.info("left the consumer group", consumer=self.consumer)
+        except QUEUE_ERRORS as error:
+            if not is_outage(error):
+                raise
+            log.warning("could not leave the consumer group; housekeeping removes it later",
+                        error=str(error))  # fmt: skip
+
     async def consumers(self) -> list[ConsumerInfo]:
         try:
             infos = await self.redis.xinfo_consumers(self.stream, self.group)

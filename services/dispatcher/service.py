@@ -388,23 +388,12 @@ class Dispatcher(Stoppable):
                 tasks.append(asyncio.create_task(self.bridge_legacy_lists()))
             try:
                 await asyncio.gather(*tasks)
-                await self.leave_group()
+                await self.group.leave_on_stop()
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 log.info("dispatcher stopped", handled=self.handled)
-
-    async def leave_group(self) -> None:
-        """A clean stop: remove this consumer from the group if it holds nothing."""
-        try:
-            if await self.group.leave():
-                log.info("left the consumer group", consumer=self.consumer)
-        except QUEUE_ERRORS as error:
-            if not is_outage(error):
-                raise
-            log.warning("could not leave the consumer group; housekeeping removes it later",
-                        error=str(error))  # fmt: skip
 
 
 # The one skeleton's handlers, under the name `__main__` and tests use.

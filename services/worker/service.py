@@ -483,17 +483,6 @@ class Worker(Stoppable):
                     return
                 await asyncio.sleep(backoff.next())
 
-    async def leave_group(self) -> None:
-        """A clean stop: remove this consumer from the group if it holds nothing."""
-        try:
-            if await self.group.leave():
-                log.info("left the consumer group", consumer=self.consumer)
-        except QUEUE_ERRORS as error:
-            if not is_outage(error):
-                raise
-            log.warning("could not leave the consumer group; housekeeping removes it later",
-                        error=str(error))  # fmt: skip
-
     async def run(self, *, serve_http: bool = True) -> None:
         if not await self.group.ensure_when_reachable(self.stopping):
             return
@@ -508,7 +497,7 @@ class Worker(Stoppable):
             try:
                 await self.consume()
                 await self.drain()
-                await self.leave_group()
+                await self.group.leave_on_stop()
             finally:
                 log.info("worker stopped", consumer=self.consumer)
 
