@@ -38,6 +38,7 @@ from services.worker.outputs.metadata import (
     crs_text,
     iso_utc,
     plain,
+    wgs84_footprint,
 )
 
 # Ids of ARD datasets and of the ESA products they come from, stable across runs and workers.
@@ -203,12 +204,6 @@ def _measurement(converted: ConvertedBand, file_names: Mapping[str, str]) -> dic
     return entry
 
 
-def _footprint(geobox: GeoBox) -> tuple[dict[str, Any], list[float]]:
-    footprint = geobox.extent.to_crs("EPSG:4326", resolution=math.inf)
-    box = footprint.boundingbox
-    return plain(footprint.json), [box.left, box.bottom, box.right, box.top]
-
-
 def _raster_nodata(nodata: float | int | None) -> float | str | None:
     if isinstance(nodata, float) and math.isnan(nodata):
         return "nan"
@@ -248,7 +243,8 @@ def _add_band_asset(item: pystac.Item, converted: ConvertedBand, href: str) -> N
 def stac_item(facts: SceneDocuments, self_href: str, metadata_name: str) -> dict[str, Any]:
     """The STAC item: one asset per COG, the ESA metadata, links to eo3 and the source."""
     metadata = facts.metadata
-    geometry, bbox = _footprint(facts.default_geobox)
+    # Split at the antimeridian as every product's footprint is (an MGRS tile may straddle it).
+    geometry, bbox = wgs84_footprint(facts.default_geobox.extent)
     properties = {
         "created": iso_utc(facts.processed, "seconds"),
         "platform": metadata.platform,
