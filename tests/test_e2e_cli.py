@@ -97,6 +97,11 @@ async def test_status_job_and_dead_list_show_what_happened_to_submitted_work(
     assert dead["payload"] in listed, "the original payload"
 
 
+def later_bucket(namespace: str) -> str:
+    """A bucket created only once the job writing to it has been dead-lettered."""
+    return f"eo-created-later-{namespace.lower()}"
+
+
 async def replay_a_worker_s_dead_letter_after_fixing_its_cause(
     redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,
     running: Running, s3_endpoint: str,
@@ -106,25 +111,27 @@ async def replay_a_worker_s_dead_letter_after_fixing_its_cause(
     request's dead letter that stays; the job's record and its request's, once it is done."""
     keys = Keys(namespace)
     s3 = s3_client(s3_endpoint)
+    # One bucket per call: the S3 server outlives a test, and the bucket must not exist yet.
+    bucket = later_bucket(namespace)
     env = worker_env(
         redis_url, namespace, archive, "s3://", AWS_S3_ENDPOINT_URL=s3_endpoint, **S3_KEYS,
-        CONVEYOR_ALLOWED_OUTPUT_BUCKETS="eo-created-later",
+        CONVEYOR_ALLOWED_OUTPUT_BUCKETS=bucket,
     )  # fmt: skip
     running.dispatcher(env)
     running.worker(env)
     cli = service_env(redis_url, namespace)
-    conveyor(cli, "submit", json.dumps(product_item("water", bucket="eo-created-later")))
+    conveyor(cli, "submit", json.dumps(product_item("water", bucket=bucket)))
     await redis_client.xadd(keys.events, invalid_flat_fields())  # type: ignore[arg-type]
     await wait_for_requests(redis_client, keys, 1, running)
 
     dead_letters = json.loads(conveyor(cli, "dead", "list", "--json"))
     [worker_dead] = [dead for dead in dead_letters if dead["stream"] == keys.jobs("product")]
     assert worker_dead["reason"] == "permanent"
-    assert "eo-created-later" in worker_dead["error"] and "does not exist" in worker_dead["error"]
+    assert bucket in worker_dead["error"] and "does not exist" in worker_dead["error"]
     [job] = await job_records(redis_client, keys)
     assert job["state"] == "dead"
 
-    s3.create_bucket(Bucket="eo-created-later")  # the cause, fixed
+    s3.create_bucket(Bucket=bucket)  # the cause, fixed
     assert "replayed 1" in conveyor(cli, "dead", "replay", worker_dead["id"])
 
     async def done() -> bool:
@@ -134,7 +141,7 @@ async def replay_a_worker_s_dead_letter_after_fixing_its_cause(
         return record["state"] == "done" and request_state == "finished"
 
     await wait_until(done, timeout=240)
-    written = bucket_keys(s3, "eo-created-later")
+    written = bucket_keys(s3, bucket)
     assert any(key.endswith("_final.odc-metadata.yaml") for key in written), written
     [still_dead] = json.loads(conveyor(cli, "dead", "list", "--json"))
     assert still_dead["reason"] == "invalid_request", "only the replayed one left the list"
@@ -151,7 +158,9 @@ async def test_a_worker_s_dead_letter_replayed_by_id_after_its_cause_is_fixed_is
         redis_client, redis_url, namespace, e2e_archive, running, s3_endpoint
     )
     assert shown["state"] == "done" and shown["error"] == ""
-    assert shown["outputs"][-1].startswith("s3://eo-created-later/commonsensing/fiji/e2e/")
+    assert shown["outputs"][-1].startswith(
+        f"s3://{later_bucket(namespace)}/commonsensing/fiji/e2e/"
+    )
 
 
 async def test_a_replayed_job_counts_once_in_its_request_as_what_it_ended_as(
