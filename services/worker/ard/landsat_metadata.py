@@ -24,7 +24,6 @@ from uuid import UUID, uuid5
 
 import pystac
 from pystac.extensions.eo import Band, EOExtension
-from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.extensions.view import ViewExtension
 
@@ -41,10 +40,11 @@ from services.worker.outputs.cog import COG_MEDIA_TYPE
 from services.worker.outputs.metadata import (
     EO3_SCHEMA,
     YAML_MEDIA_TYPE,
-    _wgs84_footprint,
+    apply_projection,
     crs_text,
     iso_utc,
     plain,
+    wgs84_footprint,
 )
 
 # Ids of the USGS products ARD scenes are made from, stable across runs and workers.
@@ -196,7 +196,7 @@ def stac_item(facts: LandsatDocuments, self_href: str, metadata_name: str) -> di
     """The STAC item: one asset per COG, the MTL (and ESPA XML), links to eo3 and the tarball."""
     metadata = facts.metadata
     geobox = metadata.geobox
-    geometry, bbox = _wgs84_footprint(geobox)
+    geometry, bbox = wgs84_footprint(geobox.extent)
     properties: dict[str, Any] = {
         "created": iso_utc(facts.processed, "seconds"),
         "platform": metadata.platform,
@@ -223,13 +223,7 @@ def stac_item(facts: LandsatDocuments, self_href: str, metadata_name: str) -> di
         datetime=metadata.acquired,
         properties=properties,
     )
-    epsg = geobox.crs.epsg if geobox.crs is not None else None
-    ProjectionExtension.ext(item, add_if_missing=True).apply(
-        code=f"EPSG:{epsg}" if epsg is not None else None,
-        wkt2=None if epsg is not None else crs_text(geobox),
-        shape=list(geobox.shape.yx),
-        transform=plain(list(geobox.transform)[:6]),
-    )
+    apply_projection(item, geobox)
     for extension in (EOExtension, ViewExtension):
         extension.add_to(item)
     item.stac_extensions.extend([LANDSAT_EXTENSION, PROCESSING_EXTENSION])

@@ -175,9 +175,16 @@ def eo3_document(facts: DatasetFacts) -> dict[str, Any]:
     return plain(document)  # type: ignore[no-any-return]
 
 
-def _wgs84_footprint(geobox: GeoBox) -> tuple[dict[str, Any], list[float]]:
-    # One vertex per corner is enough for a tile; split at the antimeridian when it crosses it.
-    return wgs84_footprint(geobox.extent)
+def apply_projection(item: pystac.Item, geobox: GeoBox) -> None:
+    """STAC's projection extension on `item`: the grid's EPSG code (or its WKT2), shape and
+    transform."""
+    epsg = geobox.crs.epsg if geobox.crs is not None else None
+    ProjectionExtension.ext(item, add_if_missing=True).apply(
+        code=f"EPSG:{epsg}" if epsg is not None else None,
+        wkt2=None if epsg is not None else crs_text(geobox),
+        shape=list(geobox.shape.yx),
+        transform=plain(list(geobox.transform)[:6]),
+    )
 
 
 def wgs84_footprint(outline: Geometry) -> tuple[dict[str, Any], list[float]]:
@@ -239,7 +246,7 @@ def source_href(spec: OutputSpec, source: UUID) -> str:
 def stac_item(facts: DatasetFacts, self_href: str) -> dict[str, Any]:
     """The STAC item: an asset per band and vector, linked to the eo3 document and its sources."""
     spec = facts.spec
-    geometry, bbox = _wgs84_footprint(facts.geobox)
+    geometry, bbox = wgs84_footprint(facts.geobox.extent)
     platform, instrument = platform_and_instrument(spec)
     properties: dict[str, Any] = {
         "created": iso_utc(facts.processed, "seconds"),
@@ -266,14 +273,7 @@ def stac_item(facts: DatasetFacts, self_href: str) -> dict[str, Any]:
         end_datetime=facts.end,
         properties=properties,
     )
-    projection = ProjectionExtension.ext(item, add_if_missing=True)
-    geobox = facts.geobox
-    projection.apply(
-        code=f"EPSG:{facts.epsg}" if facts.epsg is not None else None,
-        wkt2=None if facts.epsg is not None else crs_text(geobox),
-        shape=list(geobox.shape.yx),
-        transform=plain(list(geobox.transform)[:6]),
-    )
+    apply_projection(item, facts.geobox)
     for band, band_spec in facts.bands.items():
         _add_band_asset(item, facts, band, band_spec)
     for name in facts.vectors:

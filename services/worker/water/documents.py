@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import pystac
-from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
 from services.worker.outputs.cog import COG_MEDIA_TYPE
@@ -23,6 +22,7 @@ from services.worker.outputs.metadata import (
     EO3_SCHEMA,
     LINEAGE_CLASSIFIER,
     YAML_MEDIA_TYPE,
+    apply_projection,
     crs_text,
     iso_utc,
     plain,
@@ -111,13 +111,7 @@ def stac_item(facts: Classification, self_href: str, metadata_name: str) -> dict
         datetime=facts.source.time,
         properties=properties,
     )
-    epsg = geobox.crs.epsg if geobox.crs is not None else None
-    ProjectionExtension.ext(item, add_if_missing=True).apply(
-        code=f"EPSG:{epsg}" if epsg is not None else None,
-        wkt2=None if epsg is not None else crs_text(geobox),
-        shape=list(geobox.shape.yx),
-        transform=plain(list(geobox.transform)[:6]),
-    )
+    apply_projection(item, geobox)
     asset = pystac.Asset(
         href=facts.file_name, media_type=COG_MEDIA_TYPE, roles=["data"], title=WATER_BAND
     )
