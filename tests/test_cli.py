@@ -150,3 +150,14 @@ def test_validate_of_valid_items_says_none_is_invalid_and_exits_zero(tmp_path: P
     items.write_text(SEED_PRODUCT_ITEM + "\n\n" + SEED_PRODUCT_ITEM + "\n")
     code, output = run("validate", str(items))
     assert (code, output.strip()) == (0, "0 invalid")
+
+
+def test_submit_legacy_puts_each_item_on_the_original_list_of_its_kind() -> None:
+    from services.cli.app import legacy_list_for
+
+    assert legacy_list_for({"in_scene": "LC08_L2SP_073072_20190104_20200830_02_T1"}) == "jobLS"
+    assert legacy_list_for({"in_scene": "LE07_L1TP_072074_20190214_20190302_01_T1"}) == "jobLS"
+    sentinel = "S2A_MSIL2A_20190812T235741_N0213_R030_T56LRR_20190813T014708"
+    assert legacy_list_for({"in_scene": sentinel}) == "jobS2"
+    assert legacy_list_for({"job_code": "water_classification", "dataset_id": "x"}) == "jobWater"
+    assert legacy_list_for({"job_code": "geomedian"}) == "jobProduct"

@@ -31,6 +31,7 @@ from tests.test_worker import (
     finished_requests,
     item,
     job_records,
+    services,  # noqa: F401  (each test's processes, closed at its end)
     start,
     worker_env,
 )
@@ -109,14 +110,6 @@ def cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     running.close()
 
 
-@pytest.fixture
-def services() -> Iterator[dict[str, ServiceProcess]]:
-    running: dict[str, ServiceProcess] = {}
-    yield running
-    for service in running.values():
-        service.close()
-
-
 def bands(output: Path) -> dict[str, tuple[np.ndarray, Any, Any]]:
     """Every band COG under `output`, by file name with the prefix left out: values, grid."""
     found = {}
@@ -127,11 +120,11 @@ def bands(output: Path) -> dict[str, tuple[np.ndarray, Any, Any]]:
 
 
 async def run_until_finished(
-    redis_client: aioredis.Redis, keys: Keys, requests: int, services: dict[str, ServiceProcess],
+    redis_client: aioredis.Redis, keys: Keys, requests: int, running: dict[str, ServiceProcess],
     timeout: float = 240,
 ) -> None:  # fmt: skip
     async def finished() -> bool:
-        for service in services.values():
+        for service in running.values():
             assert service.process.poll() is None, service.output[-3000:]
         return await finished_requests(redis_client, keys) >= requests
 
@@ -140,7 +133,7 @@ async def run_until_finished(
 
 async def test_a_job_on_a_shared_cluster_writes_what_threads_write_and_leaves_the_cluster_up(
     redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,  # noqa: F811
-    tmp_path: Path, services: dict[str, ServiceProcess], cluster: DaskCluster,
+    tmp_path: Path, services: dict[str, ServiceProcess], cluster: DaskCluster,  # noqa: F811
 ) -> None:  # fmt: skip
     keys = Keys(namespace)
     cluster.start_scheduler()
@@ -184,7 +177,7 @@ async def test_a_job_on_a_shared_cluster_writes_what_threads_write_and_leaves_th
 
 async def test_a_scheduler_lost_mid_job_fails_the_attempt_and_the_retry_finishes_on_its_successor(
     redis_client: aioredis.Redis, redis_url: str, namespace: str, archive: ArchiveFixture,  # noqa: F811
-    tmp_path: Path, services: dict[str, ServiceProcess], cluster: DaskCluster,
+    tmp_path: Path, services: dict[str, ServiceProcess], cluster: DaskCluster,  # noqa: F811
 ) -> None:  # fmt: skip
     keys = Keys(namespace)
     cluster.start_scheduler()

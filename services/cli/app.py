@@ -21,7 +21,7 @@ from shared.errors import InvalidRequest
 from shared.jobstate import JobStates
 from shared.keys import DISPATCHER_GROUP, LEGACY_LISTS, POOLS, WORKER_GROUP, Keys
 from shared.logging import configure_logging
-from shared.messages import decode_fields, parse_request
+from shared.messages import LANDSAT_SCENE, decode_fields, parse_request
 from shared.redis_connection import open_queue
 from shared.service import settings_or_exit
 from shared.streams import ConsumerGroup, group_stats
@@ -126,10 +126,10 @@ def submit(
 
 
 def legacy_list_for(body: dict[str, Any]) -> str:
-    """The original list an item goes on: `jobS2` for a scene, `jobWater` for a water
-    classification, `jobProduct` for a product."""
+    """The original list an item goes on: `jobLS` for a USGS Landsat scene, `jobS2` for any
+    other scene, `jobWater` for a water classification, `jobProduct` for a product."""
     if "in_scene" in body:
-        return "jobS2"
+        return "jobLS" if LANDSAT_SCENE.fullmatch(str(body["in_scene"]).strip()) else "jobS2"
     if str(body.get("job_code", "")).strip() == WATER_CLASSIFICATION:
         return "jobWater"
     return "jobProduct"
