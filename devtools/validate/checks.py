@@ -321,8 +321,10 @@ def _observed_pixels(dataset: OutputDataset) -> Array:
     with rasterio.open(dataset.files[band]) as raster:
         values: Array = raster.read(1)
     nodata = dataset.nodata.get(band)
-    valid = np.isfinite(values) if nodata is None else ~np.isclose(values, nodata, equal_nan=True)
-    return np.argwhere(valid & np.isfinite(values))
+    valid = np.isfinite(values)
+    if nodata is not None:
+        valid &= ~np.isclose(values, nodata)
+    return np.argwhere(valid)
 
 
 def _window_over(
