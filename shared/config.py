@@ -68,18 +68,33 @@ class QueueSettings(BaseSettings):
         description="File holding the password (a mounted Secret); used when "
         "CONVEYOR_REDIS_PASSWORD is unset. A final newline is not part of the password.",
     )
-    redis_username: str | None = None
+    redis_username: str | None = Field(
+        default=None,
+        description="ACL user when it is not in the URL.",
+    )
     redis_service_host: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_SERVICE_HOST", "redis_service_host")
+        description="The original deployment's queue host (used when there is no "
+        "CONVEYOR_REDIS_URL).",
+        default=None,
+        validation_alias=AliasChoices("REDIS_SERVICE_HOST", "redis_service_host"),
     )
     redis_service_port: int = Field(
-        default=6379, validation_alias=AliasChoices("REDIS_SERVICE_PORT", "redis_service_port")
+        description="The original deployment's queue port.",
+        default=6379,
+        validation_alias=AliasChoices("REDIS_SERVICE_PORT", "redis_service_port"),
     )
-    redis_tls_ca_file: Path | None = None
+    redis_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle for rediss:// (default: the system's).",
+    )
     redis_tls_insecure: bool = Field(
         default=False, description="Skip certificate verification for rediss:// (testing only)."
     )
-    namespace: str = Field(default="conveyor", pattern=r"^[A-Za-z0-9_.-]+$")
+    namespace: str = Field(
+        default="conveyor",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every key.",
+    )
     state_dir: Path = Field(
         default=Path(".conveyor"),
         description="Embedded servers' data (queue AOF, PostgreSQL) and scratch space.",
@@ -90,8 +105,14 @@ class QueueSettings(BaseSettings):
         description="maxmemory of the embedded valkey-server (policy noeviction: a full queue "
         "refuses writes).",
     )
-    log_format: LogFormat = "json"
-    log_level: str = "INFO"
+    log_format: LogFormat = Field(
+        default="json",
+        description="json (services) or console.",
+    )
+    log_level: str = Field(
+        default="INFO",
+        description="DEBUG, INFO, WARNING or ERROR.",
+    )
 
     @field_validator("redis_service_port", mode="before")
     @classmethod
@@ -303,7 +324,10 @@ class DispatcherSettings(ConsumerSettings, RequestLimits, DestinationSettings):
         description="The operator's product modules (as the workers import them), so that their "
         "job codes are accepted.",
     )
-    legacy_bridge: bool = True
+    legacy_bridge: bool = Field(
+        default=True,
+        description="Move the CONVEYOR_LEGACY_LISTS into the events stream.",
+    )
     legacy_lists: dict[str, str] = Field(
         default_factory=lambda: dict(LEGACY_LISTS),
         description="Redis lists of the original deployment moved into the events stream.",
@@ -311,5 +335,11 @@ class DispatcherSettings(ConsumerSettings, RequestLimits, DestinationSettings):
     events_maxlen: int = Field(
         default=1_000_000, ge=1, description="Approximate cap, applied only past what all read."
     )
-    metrics_port: int = 9101
-    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(
+        default=9101,
+        description="Port of /metrics and /healthz.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address /metrics and /healthz listen on.",
+    )

@@ -73,7 +73,11 @@ class DatacubeSettings(BaseSettings):
     datacube_environment: str | None = Field(
         default=None, description="Environment of datacube's own configuration (its default)."
     )
-    embedded_database: str = Field(default="datacube", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    embedded_database: str = Field(
+        default="datacube",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Database name in the embedded PostgreSQL.",
+    )
 
 
 @dataclass(frozen=True)

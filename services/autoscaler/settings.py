@@ -18,8 +18,15 @@ _DEFAULT_POLICY = ScalingPolicy()
 
 
 class AutoscalerSettings(QueueSettings):
-    pools: list[str] = Field(default_factory=lambda: list(POOLS))
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    pools: list[str] = Field(
+        default_factory=lambda: list(POOLS),
+        description="Pools the autoscaler sizes.",
+    )
+    poll_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the backlog is read and a decision made.",
+    )
     backend: BackendName = Field(
         default="dry-run",
         validation_alias=AliasChoices("CONVEYOR_AUTOSCALER_BACKEND", "CONVEYOR_BACKEND", "backend"),
@@ -36,6 +43,7 @@ class AutoscalerSettings(QueueSettings):
         description="Deployment of each pool's workers (JSON object pool -> name).",
     )
     kubernetes_namespace: str = Field(
+        description="Namespace of the worker Deployments.",
         default="default",
         validation_alias=AliasChoices("CONVEYOR_KUBERNETES_NAMESPACE", "POD_NAMESPACE"),
     )
@@ -43,7 +51,11 @@ class AutoscalerSettings(QueueSettings):
         default=None,
         description="Outside a cluster: kubeconfig file (default ~/.kube/config or $KUBECONFIG).",
     )
-    kubernetes_attempts: int = Field(default=5, ge=1)
+    kubernetes_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Tries of a scale patch (conflicts, 5xx) before the poll gives up.",
+    )
 
     # Local processes
     local_command: list[str] | None = Field(
@@ -63,40 +75,89 @@ class AutoscalerSettings(QueueSettings):
     )
 
     # Dry run
-    dry_run_replicas: dict[str, int] = Field(default_factory=dict)
+    dry_run_replicas: dict[str, int] = Field(
+        default_factory=dict,
+        description="Replicas the dry-run backend pretends each pool has.",
+    )
 
     # Policy (see services/autoscaler/policy.py)
-    target_backlog_per_replica: float = _DEFAULT_POLICY.target_backlog_per_replica
+    target_backlog_per_replica: float = Field(
+        default=_DEFAULT_POLICY.target_backlog_per_replica,
+        description="Lag + pending per worker the policy aims at.",
+    )
     jobs_per_worker: int = Field(
         default=_DEFAULT_POLICY.jobs_per_worker,
         ge=1,
         validation_alias=AliasChoices("CONVEYOR_JOBS_PER_WORKER", "CONVEYOR_CONCURRENCY"),
         description="Jobs one worker runs at once (the workers' CONVEYOR_CONCURRENCY).",
     )
-    tolerance: float = _DEFAULT_POLICY.tolerance
-    min_replicas: int = _DEFAULT_POLICY.min_replicas
-    max_replicas: int = _DEFAULT_POLICY.max_replicas
-    scale_up_max_percent: float = _DEFAULT_POLICY.scale_up_max_percent
-    scale_up_max_pods: int = _DEFAULT_POLICY.scale_up_max_pods
-    scale_up_period_seconds: float = _DEFAULT_POLICY.scale_up_period_seconds
-    scale_down_window_seconds: float = _DEFAULT_POLICY.scale_down_window_seconds
-    scale_to_zero_cooldown_seconds: float = _DEFAULT_POLICY.scale_to_zero_cooldown_seconds
-    activation_backlog: int = _DEFAULT_POLICY.activation_backlog
-    reversal_guard_seconds: float = _DEFAULT_POLICY.reversal_guard_seconds
-    reversal_tolerance: float = _DEFAULT_POLICY.reversal_tolerance
+    tolerance: float = Field(
+        default=_DEFAULT_POLICY.tolerance,
+        description="Relative change below which replicas stay as they are.",
+    )
+    min_replicas: int = Field(
+        default=_DEFAULT_POLICY.min_replicas,
+        description="Fewest workers per pool.",
+    )
+    max_replicas: int = Field(
+        default=_DEFAULT_POLICY.max_replicas,
+        description="Most workers per pool.",
+    )
+    scale_up_max_percent: float = Field(
+        default=_DEFAULT_POLICY.scale_up_max_percent,
+        description="Most growth per scale-up period, in percent...",
+    )
+    scale_up_max_pods: int = Field(
+        default=_DEFAULT_POLICY.scale_up_max_pods,
+        description="...or in pods, whichever is more.",
+    )
+    scale_up_period_seconds: float = Field(
+        default=_DEFAULT_POLICY.scale_up_period_seconds,
+        description="Scale-up rate-limit period.",
+    )
+    scale_down_window_seconds: float = Field(
+        default=_DEFAULT_POLICY.scale_down_window_seconds,
+        description="Scale down to the highest wish of this window.",
+    )
+    scale_to_zero_cooldown_seconds: float = Field(
+        default=_DEFAULT_POLICY.scale_to_zero_cooldown_seconds,
+        description="Lag and pending both zero this long before a pool goes to zero.",
+    )
+    activation_backlog: int = Field(
+        default=_DEFAULT_POLICY.activation_backlog,
+        description="Backlog above which a pool at zero gets its first worker.",
+    )
+    reversal_guard_seconds: float = Field(
+        default=_DEFAULT_POLICY.reversal_guard_seconds,
+        description="No scale-down this soon after a scale-up...",
+    )
+    reversal_tolerance: float = Field(
+        default=_DEFAULT_POLICY.reversal_tolerance,
+        description="...unless the backlog fell by more than this factor.",
+    )
     pool_policies: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='Per-pool overrides, e.g. {"ard": {"max_replicas": 4}}.',
     )
 
     # Service
-    leader_lease_seconds: float = Field(default=15.0, gt=0)
+    leader_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Lease of the one autoscaler instance that acts.",
+    )
     instance_id: str | None = Field(default=None, description="Default hostname-pid.")
     lag_estimate_limit: int = Field(
         default=1000, ge=1, description="When the lag is unknown, count at most this many entries."
     )
-    metrics_port: int = 9103
-    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(
+        default=9103,
+        description="Port of /metrics and /healthz.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address /metrics and /healthz listen on.",
+    )
 
     @field_validator("pools")
     @classmethod

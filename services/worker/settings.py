@@ -16,7 +16,10 @@ from shared.destinations import DestinationSettings
 class WorkerSettings(ConsumerSettings, DestinationSettings):
     """Leases, retries and reads come from `ConsumerSettings`; these are the worker's own."""
 
-    pool: Literal["product", "ard"] = "product"
+    pool: Literal["product", "ard"] = Field(
+        default="product",
+        description="Pool a worker serves: product or ard.",
+    )
     concurrency: int = Field(default=1, ge=1, le=64, description="Jobs at once per process.")
     processes: int = Field(default=1, ge=1, le=64, description="Worker processes in this pod.")
     job_timeout_seconds: float = Field(
@@ -39,7 +42,10 @@ class WorkerSettings(ConsumerSettings, DestinationSettings):
         default="demo-output",
         description="file:///path, a plain directory, or s3://bucket[/prefix].",
     )
-    output_naming: Literal["odc", "legacy"] = "odc"
+    output_naming: Literal["odc", "legacy"] = Field(
+        default="odc",
+        description="Naming of requests that do not choose: odc or legacy.",
+    )
     cog_compression: Compression = Field(
         default="DEFLATE", description="Every band's compression: DEFLATE or ZSTD."
     )
@@ -71,17 +77,34 @@ class WorkerSettings(ConsumerSettings, DestinationSettings):
         default=None, description="CSV of time,height for shoreline tide filtering."
     )
     dask_scheduler_host: str | None = Field(
+        description="host[:port] or tcp://... of a shared Dask scheduler; unset: the worker "
+        "computes in its own threads.",
         default=None,
         validation_alias=AliasChoices("DASK_SCHEDULER_HOST", "CONVEYOR_DASK_SCHEDULER_HOST"),
     )
-    dask_threads: int = Field(default=2, ge=1)
-    default_chunk_pixels: int = Field(default=2048, ge=64)
+    dask_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads computing products in a worker process (shared by its jobs), "
+        "when there is no DASK_SCHEDULER_HOST.",
+    )
+    default_chunk_pixels: int = Field(
+        default=2048,
+        ge=64,
+        description="x/y Dask chunk of a load when the request names none.",
+    )
     plugin_modules: ModuleNames = Field(
         default_factory=list,
         description="Extra modules to import that register products (comma-separated).",
     )
-    metrics_port: int = 9102
-    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(
+        default=9102,
+        description="Port of /metrics and /healthz.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address /metrics and /healthz listen on.",
+    )
 
     @field_validator("job_timeouts")
     @classmethod

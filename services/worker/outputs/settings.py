@@ -38,16 +38,22 @@ class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", populate_by_name=True)
 
     aws_access_key_id: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+        description="S3 credentials (leave out with IRSA or workload identity).",
+        default=None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
     )
     aws_secret_access_key: SecretStr | None = Field(
+        description="S3 credentials.",
         default=None,
         validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
     )
     aws_session_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("AWS_SESSION_TOKEN", "aws_session_token")
+        description="S3 session token, with temporary credentials.",
+        default=None,
+        validation_alias=AliasChoices("AWS_SESSION_TOKEN", "aws_session_token"),
     )
     aws_region: str | None = Field(
+        description="S3 region.",
         default=None,
         validation_alias=AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION", "aws_region"),
     )
@@ -64,8 +70,17 @@ class S3Settings(BaseSettings):
     s3_multipart_threshold_bytes: int = Field(
         default=16 * MIB, ge=1, description="Objects at least this large go up in parts"
     )
-    s3_multipart_part_bytes: int = Field(default=16 * MIB, ge=S3_MINIMUM_PART_BYTES)
-    s3_max_concurrent_parts: int = Field(default=4, ge=1, le=64)
+    s3_multipart_part_bytes: int = Field(
+        default=16 * MIB,
+        ge=S3_MINIMUM_PART_BYTES,
+        description="Size of each part.",
+    )
+    s3_max_concurrent_parts: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Parts of one object uploaded at once.",
+    )
     s3_max_attempts: int = Field(
         default=3, ge=1, description="Tries per request, botocore's own retries included"
     )
